@@ -1,0 +1,1 @@
+"""Adapters over video diffusion models behind one protocol (see protocol.py)."""

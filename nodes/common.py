@@ -1,0 +1,53 @@
+"""What every vdtrack node shares: socket types, progress/interrupt, and ComfyUI folders."""
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+# Core's TRACKS type (Wan-Move, ComfyUI >= 0.5) where it exists; the same type string otherwise, so they link.
+Tracks = getattr(io, "Tracks", None) or io.Custom("TRACKS")
+Features = io.Custom("VDT_FEATURES")
+Backbone = io.Custom("VDT_BACKBONE")
+
+CATEGORY = "vdtrack"
+
+
+def category(family: str) -> str:
+    return f"{CATEGORY}/{family}"
+
+
+class Progress:
+    """ComfyUI progress bar + interrupt check, handed to kernels as a plain `step()` callable."""
+
+    def __init__(self, total: int):
+        self.bar = comfy.utils.ProgressBar(max(int(total), 1))
+
+    def __call__(self, n: int = 1) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        self.bar.update(n)
+
+
+def check_interrupt() -> None:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def output_path(name: str, subfolder_and_prefix: str, extension: str) -> tuple[str, str, str]:
+    """A fresh file path strictly inside ComfyUI's output folder; rejects absolute paths and '..'.
+    Returns (full_path, subfolder, filename)."""
+    prefix = (subfolder_and_prefix or "").strip().replace("\\", "/")
+    if not prefix:
+        raise ValueError(f"{name}: the filename prefix is empty")
+    if prefix.startswith("/") or any(part == ".." for part in prefix.split("/")) or ":" in prefix:
+        raise ValueError(f"{name}: '{subfolder_and_prefix}' must be a relative name inside the output folder")
+    root = os.path.realpath(folder_paths.get_output_directory())
+    full_dir, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, root)
+    real = os.path.realpath(full_dir)
+    if os.path.commonpath([real, root]) != root:
+        raise ValueError(f"{name}: '{subfolder_and_prefix}' points outside the output folder")
+    os.makedirs(real, exist_ok=True)
+    file = f"{filename}_{counter:05}_.{extension}"
+    return os.path.join(real, file), subfolder, file

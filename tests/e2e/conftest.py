@@ -1,0 +1,44 @@
+"""One real ComfyUI server for the whole end-to-end session, with the pack linked in and the tiny models
+the project builds itself placed in its model folders (nothing is downloaded)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
+
+from comfy_server import ComfyServer  # noqa: E402
+
+
+def _build_models(models_dir: str) -> None:
+    """Tiny models in ComfyUI-native layouts (and diffusers folders), built by the project's own tools."""
+    try:
+        from make_tiny_models import build_tiny_models
+    except ImportError:
+        build_tiny_models = None
+    if build_tiny_models is not None:
+        build_tiny_models(models_dir)
+    try:
+        from make_tiny_diffusers import build_tiny_diffusers
+    except ImportError:
+        build_tiny_diffusers = None
+    if build_tiny_diffusers is not None:
+        build_tiny_diffusers(os.path.join(models_dir, "diffusers"))
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = ComfyServer()
+    _build_models(srv.path("models"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(server):
+    return server.object_info()

@@ -1,0 +1,70 @@
+"""Run a shipped workflow headless in a real ComfyUI (the one tools/setup.sh installed) and collect what it
+wrote into demo_output/. Prints the paths of the overlay, the tracks file and the report.
+
+usage: .vdt/venv/bin/python tools/run_demo.py [workflows/NAME.json] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_server import ROOT, ComfyServer  # noqa: E402
+from workflow_convert import ui_to_api  # noqa: E402
+
+DEFAULT = os.path.join(ROOT, "workflows", "vdtrack_flow_tracking_demo.json")
+
+
+def kind_of(path: str) -> str:
+    name = os.path.basename(path).lower()
+    if name.endswith((".npz", ".csv")) or (name.endswith(".json") and "track" in name):
+        return "tracks"
+    if "report" in name:
+        return "report"
+    if name.endswith((".png", ".webp", ".mp4", ".gif", ".jpg")):
+        return "overlay"
+    return "other"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workflow", nargs="?", default=DEFAULT)
+    ap.add_argument("--out", default=os.path.join(ROOT, "demo_output"))
+    args = ap.parse_args()
+    with open(args.workflow) as f:
+        workflow = json.load(f)
+    with ComfyServer() as srv:
+        print(f"ComfyUI started on {srv.url} in {srv.startup_s:.1f}s")
+        prompt = ui_to_api(workflow, srv.object_info())
+        t0 = time.monotonic()
+        h = srv.run(prompt, timeout=900)
+        print(f"ran {os.path.basename(args.workflow)} ({len(prompt)} nodes) in {time.monotonic() - t0:.1f}s")
+        out_dir = os.path.abspath(args.out)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.copytree(srv.path("output"), out_dir)
+        texts = [t for o in h["outputs"].values() for t in o.get("text", []) if isinstance(t, str)]
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(out_dir) for f in fs)
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(kind_of(f), []).append(f)
+    for text in texts:
+        print("\n" + text)
+    print()
+    for kind in ("overlay", "tracks", "report", "other"):
+        fs = groups.get(kind, [])
+        if fs:
+            shown = fs if len(fs) <= 4 else fs[:2] + [f"... ({len(fs)} files)"] + fs[-1:]
+            print(f"{kind:8s}: " + "\n          ".join(shown))
+    missing = [k for k in ("overlay", "tracks", "report") if k not in groups]
+    if missing:
+        print(f"missing outputs: {missing}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
