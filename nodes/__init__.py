@@ -2,18 +2,28 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 
 from comfy_api.latest import ComfyExtension, io
 
 
-def all_nodes() -> list[type[io.ComfyNode]]:
+def all_nodes(strict: bool = False) -> list[type[io.ComfyNode]]:
+    """Every node of the pack. A module or schema that fails is logged and skipped (one broken node must not
+    take the whole pack down in a user's ComfyUI); `strict=True` raises instead (the tests use it)."""
     found: list[type[io.ComfyNode]] = []
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_") or mod.name == "common":
             continue
-        module = importlib.import_module(f"{__name__}.{mod.name}")
-        found.extend(getattr(module, "NODES", []))
+        try:
+            module = importlib.import_module(f"{__name__}.{mod.name}")
+            for cls in getattr(module, "NODES", []):
+                cls.GET_SCHEMA()          # validates ids, types and options now, not at first use
+                found.append(cls)
+        except Exception:
+            if strict:
+                raise
+            logging.exception("vdtrack: skipping nodes of module %s", mod.name)
     return found
 
 

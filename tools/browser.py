@@ -59,15 +59,7 @@ def graph_to_prompt(page) -> dict:
 
 
 def fit_view(page) -> None:
-    """Zoom the canvas so the whole graph is on screen (for screenshots and thumbnails)."""
-    page.evaluate("""() => {
-        const c = window.app.canvas, ns = window.app.graph._nodes;
-        if (!ns.length) return;
-        let x0 = 1e9, y0 = 1e9, x1 = -1e9, y1 = -1e9;
-        for (const n of ns) { x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
-                              x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
-        const W = c.canvas.width / (window.devicePixelRatio || 1), H = c.canvas.height / (window.devicePixelRatio || 1);
-        const s = Math.min(W / (x1 - x0 + 80), H / (y1 - y0 + 80), 1.2);
-        c.ds.scale = s; c.ds.offset = [-x0 + 40 / s, -y0 + 40 / s];
-        c.setDirty(true, true);
-    }""")
+    """Fit the whole graph on screen (the frontend's "." shortcut), for screenshots and thumbnails."""
+    page.mouse.click(5, 500)          # focus the canvas without selecting a node
+    page.keyboard.press(".")
+    page.wait_for_timeout(200)

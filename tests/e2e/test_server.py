@@ -17,9 +17,11 @@ pytestmark = pytest.mark.e2e
 def test_pack_imports_cleanly(server):
     log = server.log()
     assert "vdtrack" in log
-    bad = [l for l in log.splitlines() if "IMPORT FAILED" in l and "vdtrack" in l]
+    bad = [l for l in log.splitlines() if ("IMPORT FAILED" in l or "skipping nodes" in l) and "vdtrack" in l]
     assert not bad, bad
-    assert "Traceback" not in log.split("Starting server")[0], log[-3000:]
+    # ComfyUI's own audio nodes fail without torchaudio (not installed on purpose); nothing of ours may
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        assert "vdtrack" not in block.split("\n\n")[0], block[:2000]
 
 
 def test_object_info_lists_every_node_under_vdtrack(object_info):

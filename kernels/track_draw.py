@@ -1,0 +1,139 @@
+"""Track overlays: coloured anti-aliased dots with fading trails, and disk masks around visible points.
+
+Shapes are rasterised as small fixed-size pixel patches around each primitive (segments are cut into pieces of
+at most 2 px so one patch size fits all), coverage comes from the pixel-centre distance to the primitive
+(1 px linear edge = anti-aliasing), and overlaps resolve per pixel by the strongest primitive.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .checks import check_tracks, check_video
+
+PIECE = 2.0   # max length (px) of one segment piece
+
+
+def track_colors(n: int, device=None) -> torch.Tensor:
+    """n distinct saturated colours [n,3] in 0..1, hues spread evenly around the HSV wheel."""
+    h = torch.arange(n, dtype=torch.float32, device=device) / max(n, 1)
+    k = (torch.tensor([5.0, 3.0, 1.0], device=device)[None] + h[:, None] * 6.0) % 6.0
+    return 1.0 - 0.85 * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def _patch_offsets(extent: int, device) -> torch.Tensor:
+    r = torch.arange(-extent, extent + 1, device=device, dtype=torch.float32)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)   # [P,2] (dx,dy)
+
+
+def _segment_coverage(a: torch.Tensor, b: torch.Tensor, half_width: float, size, extent: int):
+    """Pieces a->b [M,2] -> (flat pixel index [M,P], coverage [M,P]) for pixels of a patch around each piece."""
+    h, w = size
+    centre = torch.round((a + b) / 2)
+    pix = centre[:, None, :] + _patch_offsets(extent, a.device)[None]            # [M,P,2]
+    ab = (b - a)[:, None, :]
+    ap = pix - a[:, None, :]
+    denom = (ab * ab).sum(-1).clamp_min(1e-12)
+    s = ((ap * ab).sum(-1) / denom).clamp(0, 1)
+    d = torch.linalg.norm(ap - s[..., None] * ab, dim=-1)
+    cov = torch.clamp(half_width + 0.5 - d, 0.0, 1.0)
+    inside = (pix[..., 0] >= 0) & (pix[..., 0] <= w - 1) & (pix[..., 1] >= 0) & (pix[..., 1] <= h - 1)
+    cov = torch.where(inside, cov, torch.zeros_like(cov))
+    idx = (pix[..., 1].clamp(0, h - 1) * w + pix[..., 0].clamp(0, w - 1)).long()
+    return idx, cov
+
+
+def _split(a: torch.Tensor, b: torch.Tensor, *extra: torch.Tensor):
+    """Cut segments a->b into pieces no longer than PIECE px; extra per-segment values are repeated."""
+    if a.shape[0] == 0:
+        return (a, b) + extra
+    n = torch.clamp(torch.ceil(torch.linalg.norm(b - a, dim=-1) / PIECE), min=1).long()
+    rep = torch.repeat_interleave(torch.arange(a.shape[0], device=a.device), n)
+    start = torch.cumsum(n, 0) - n
+    k = (torch.arange(rep.shape[0], device=a.device) - start[rep]).float()
+    f0, f1 = (k / n[rep])[:, None], ((k + 1) / n[rep])[:, None]
+    d = b[rep] - a[rep]
+    return (a[rep] + f0 * d, a[rep] + f1 * d) + tuple(e[rep] for e in extra)
+
+
+def _strongest(hw: int, idx: torch.Tensor, cov: torch.Tensor, owner: torch.Tensor, n_owners: int):
+    """Per pixel, the primitive with the largest coverage (ties -> larger owner id): (alpha [hw], owner [hw])."""
+    q = torch.round(cov * 4095).long()                    # 12-bit alpha, owner packed in the low digits
+    key = q * (n_owners + 1) + owner
+    best = torch.zeros(hw, dtype=torch.long, device=cov.device)
+    best.scatter_reduce_(0, idx.reshape(-1), key.reshape(-1), reduce="amax")
+    return (best // (n_owners + 1)).float() / 4095, best % (n_owners + 1)
+
+
+def draw_tracks(video, track_path, vis, radius: float = 3, trail: int = 8, colors=None,
+                trail_width: float | None = None, progress=None) -> torch.Tensor:
+    """Overlay tracks on a video [T,H,W,3] -> [T,H,W,3].
+
+    A dot of `radius` px at every visible point, and a trail over the previous `trail` frames that fades with
+    age (a segment is drawn only when both its end frames are visible). `colors` [N,3] in 0..1 (default: HSV
+    wheel). `trail_width` defaults to max(1, radius/2)."""
+    video = check_video("video", video)
+    path, v = check_tracks("tracks", {"track_path": track_path, "track_visibility": vis}, frames=video.shape[0])
+    dev = video.device
+    path, v = path.to(dev), v.to(dev)
+    t_n, h, w, c = video.shape
+    n = path.shape[1]
+    if radius < 0 or trail < 0:
+        raise ValueError("radius and trail must be >= 0")
+    cols = track_colors(n, dev) if colors is None else torch.as_tensor(colors, dtype=torch.float32, device=dev)
+    if cols.shape != (n, 3):
+        raise ValueError(f"colors: expected [{n},3], got {tuple(cols.shape)}")
+    if c != 3:
+        cols = cols.mean(-1, keepdim=True).expand(n, c) if c == 1 else torch.cat([cols, torch.ones(n, c - 3, device=dev)], -1)
+    hw_ = float(trail_width) / 2 if trail_width is not None else max(1.0, radius / 2) / 2
+    seg_extent = int(math.ceil(PIECE / 2 + hw_ + 1.5))   # + AA edge + rounding of the centre
+    dot_extent = int(math.ceil(radius + 1.5))
+    cols_ext = torch.cat([torch.zeros(1, c, device=dev), cols.to(video.dtype)], 0)   # owner 0 = nothing
+    out = video.clone()
+    for t in range(t_n):
+        frame = out[t].reshape(h * w, c)
+        if trail > 0 and t > 0:
+            ends = torch.arange(max(1, t - trail + 1), t + 1, device=dev)           # segment (s-1 -> s)
+            ok = v[ends] & v[ends - 1]                                            # [S,N]
+            s_idx, n_idx = ok.nonzero(as_tuple=True)
+            if s_idx.numel():
+                s_frame = ends[s_idx]
+                a, b = path[s_frame - 1, n_idx], path[s_frame, n_idx]
+                fade = 0.85 * (1.0 - (t - s_frame).float() / trail)
+                a, b, fade, owner = _split(a, b, fade, n_idx)
+                idx, cov = _segment_coverage(a, b, hw_, (h, w), seg_extent)
+                alpha, who = _strongest(h * w, idx, cov * fade[:, None], owner[:, None].expand_as(idx) + 1, n)
+                frame = frame * (1 - alpha[:, None]) + cols_ext[who] * alpha[:, None]
+        if radius > 0:
+            n_vis = v[t].nonzero(as_tuple=True)[0]
+            if n_vis.numel():
+                p = path[t, n_vis]
+                idx, cov = _segment_coverage(p, p, float(radius), (h, w), dot_extent)
+                alpha, who = _strongest(h * w, idx, cov, n_vis[:, None].expand_as(idx) + 1, n)
+                frame = frame * (1 - alpha[:, None]) + cols_ext[who] * alpha[:, None]
+        out[t] = frame.reshape(h, w, c)
+        if progress is not None:
+            progress()
+    return out.clamp(0, 1)
+
+
+def tracks_to_mask(track_path, vis, size: tuple[int, int], radius: float) -> torch.Tensor:
+    """MASK [T,H,W]: anti-aliased disks of `radius` px around every visible point (union = max)."""
+    path, v = check_tracks("tracks", {"track_path": track_path, "track_visibility": vis})
+    h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"size: invalid frame size {size}")
+    if radius <= 0:
+        raise ValueError(f"radius: must be > 0, got {radius}")
+    t_n = path.shape[0]
+    dev = path.device
+    mask = torch.zeros(t_n * h * w, dtype=torch.float32, device=dev)
+    t_idx, n_idx = v.nonzero(as_tuple=True)
+    if t_idx.numel():
+        p = path[t_idx, n_idx].float()
+        idx, cov = _segment_coverage(p, p, float(radius), (h, w), int(math.ceil(radius + 1.5)))
+        idx = idx + (t_idx * h * w)[:, None]
+        mask.scatter_reduce_(0, idx.reshape(-1), cov.reshape(-1), reduce="amax")
+    return mask.reshape(t_n, h, w)

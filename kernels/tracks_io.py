@@ -1,0 +1,394 @@
+"""Points and tracks in and out: point strings, ATI tracks JSON, and track files (npz/json/csv).
+
+TRACKS inside the pack: {"track_path": float32 [T,N,2] (x,y px), "track_visibility": bool [T,N]} plus
+optional "query_points" [N,3] (t,x,y) and "frame_size" (H,W).
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+import re
+
+import numpy as np
+import torch
+
+from .checks import check_points, check_tracks
+
+ATI_SAMPLES = 121   # core WanTrackToVideo pads/truncates every track to this many samples
+
+
+# ----------------------------------------------------------------------------------------------- points
+
+def _num(value, where: str, name: str = "points") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name}: {where}: expected a number, got {value!r}")
+    try:
+        f = float(value)
+    except ValueError:
+        raise ValueError(f"{name}: {where}: expected a number, got {value!r}") from None
+    if not np.isfinite(f):
+        raise ValueError(f"{name}: {where}: {value!r} is not a finite number")
+    return f
+
+
+def _point_from_entry(entry, where: str) -> tuple[float, float, float]:
+    if isinstance(entry, dict):
+        if "x" not in entry or "y" not in entry:
+            raise ValueError(f"points: {where}: needs both 'x' and 'y', got keys {sorted(entry)}")
+        t = _num(entry["t"], where) if entry.get("t") is not None else 0.0
+        return t, _num(entry["x"], where), _num(entry["y"], where)
+    if isinstance(entry, (list, tuple)):
+        if len(entry) not in (2, 3):
+            raise ValueError(f"points: {where}: expected [x, y] or [x, y, t], got {len(entry)} values")
+        t = _num(entry[2], where) if len(entry) == 3 else 0.0
+        return t, _num(entry[0], where), _num(entry[1], where)
+    raise ValueError(f"points: {where}: expected {{\"x\":..,\"y\":..}} or [x, y], got {entry!r}")
+
+
+def _parse_json_points(text: str) -> list[tuple[float, float, float]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:   # KJNodes/older widgets sometimes emit Python-style single quotes (core reads them too)
+            data = json.loads(text.replace("'", '"'))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"points: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise ValueError(f"points: expected a JSON list of points, got {type(data).__name__}")
+    return [_point_from_entry(e, f"entry {i}") for i, e in enumerate(data)]
+
+
+def _parse_lines(text: str) -> list[tuple[float, float, float]]:
+    out = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [p for p in re.split(r"[,\s;]+", line) if p]
+        if len(parts) not in (2, 3):
+            raise ValueError(f"points: line {lineno} '{raw.strip()}': expected 'x,y' or 'x,y,t'")
+        where = f"line {lineno} '{raw.strip()}'"
+        x, y = _num(parts[0], where), _num(parts[1], where)
+        t = _num(parts[2], where) if len(parts) == 3 else 0.0
+        out.append((t, x, y))
+    return out
+
+
+def parse_points(text: str, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """Query points from text -> float32 [N,3] as (t,x,y) pixels, validated against `frames` and `size` (H,W).
+
+    Accepts KJNodes JSON `[{"x":..,"y":..}]` (optional "t"), a JSON list of `[x,y]` / `[x,y,t]`, or one
+    `x,y[,t]` per line (commas or spaces; blank lines and `#` comments ignored). t defaults to 0.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"points: expected a string, got {type(text).__name__}")
+    body = text.strip()
+    if not body:
+        raise ValueError("points: no points given (the text is empty)")
+    pts = _parse_json_points(body) if body[0] in "[{" else _parse_lines(body)
+    if not pts:
+        raise ValueError("points: no points given")
+    return check_points("points", torch.tensor(pts, dtype=torch.float32), size, frames)
+
+
+def points_to_json(points: torch.Tensor) -> str:
+    """[N,3] (t,x,y) -> KJNodes-style JSON with "t": `[{"x":..,"y":..,"t":..}]` (x,y rounded to 1/1000 px)."""
+    p = torch.as_tensor(points, dtype=torch.float32).cpu()
+    items = [{"x": _compact(float(x)), "y": _compact(float(y)), "t": int(round(float(t)))}
+             for t, x, y in p.tolist()]
+    return json.dumps(items)
+
+
+def _compact(v: float):
+    r = round(v, 3)
+    return int(r) if r == int(r) else r
+
+
+# ----------------------------------------------------------------------------------------------- ATI
+
+def _resample(values: np.ndarray, valid: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear resampling along axis 0 of [S,N,2] samples (evenly spread over the same time span) to n_out.
+    An output sample is valid if its nearest input sample is; positions interpolate between valid neighbours
+    (one invalid neighbour -> the valid one's position)."""
+    s = values.shape[0]
+    if s == 1 or n_out == 1:
+        idx = np.zeros(n_out, dtype=np.int64)
+        return values[idx].copy(), valid[idx].copy()
+    pos = np.arange(n_out, dtype=np.float64) * (s - 1) / (n_out - 1)
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, s - 1)
+    hi = np.clip(lo + 1, 0, s - 1)
+    w = (pos - lo)[:, None]
+    vlo, vhi = valid[lo], valid[hi]
+    wv = np.where(vlo & ~vhi, 0.0, np.where(~vlo & vhi, 1.0, w))[..., None]
+    out = values[lo] * (1 - wv) + values[hi] * wv
+    near = np.where(w[:, 0] < 0.5, lo, hi)
+    return out, valid[near].copy()
+
+
+def _hold_invisible(path: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Fill invisible frames with the last visible position (before the first visible: the first visible).
+    A track never visible keeps its positions."""
+    out = path.copy()
+    for n in range(path.shape[1]):
+        v = np.flatnonzero(vis[:, n])
+        if v.size == 0:
+            continue
+        idx = np.maximum.accumulate(np.where(vis[:, n], np.arange(path.shape[0]), -1))
+        idx = np.where(idx < 0, v[0], idx)
+        out[:, n] = path[idx, n]
+    return out
+
+
+def tracks_to_ati_json(track_path, track_visibility, num_samples: int = ATI_SAMPLES) -> str:
+    """TRACKS -> ATI tracks JSON string for core WanTrackToVideo: a list of tracks, each a list of
+    `num_samples` per-frame {"x","y"} dicts spanning the whole clip (linear resampling in time).
+
+    ATI has no per-sample visibility (core marks every given sample visible), so invisible frames hold the
+    last visible position (before the first visible frame: the first visible position)."""
+    path, vis = check_tracks("tracks", {"track_path": track_path, "track_visibility": track_visibility})
+    p = _hold_invisible(path.detach().cpu().double().numpy(), vis.cpu().numpy())
+    res, _ = _resample(p, np.ones(p.shape[:2], dtype=bool), int(num_samples))
+    tracks = [[{"x": _compact(float(res[s, n, 0])), "y": _compact(float(res[s, n, 1]))}
+               for s in range(res.shape[0])] for n in range(res.shape[1])]
+    return json.dumps(tracks)
+
+
+def _load_track_list(text: str) -> list[list[dict]]:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("tracks: the tracks text is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = json.loads(text.replace("'", '"'))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"tracks: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if isinstance(data, list) and data and all(isinstance(d, str) for d in data):   # list of JSON strings
+        data = [_load_track_list(d) for d in data]
+        data = [t for group in data for t in group]
+    if not isinstance(data, list) or not data:
+        raise ValueError("tracks: expected a JSON list of tracks (each a list of {\"x\",\"y\"})")
+    if isinstance(data[0], dict):   # one track (KJNodes Spline Editor coord_str with one spline)
+        data = [data]
+    for i, tr in enumerate(data):
+        if not isinstance(tr, list) or not tr:
+            raise ValueError(f"tracks: track {i} must be a non-empty list of {{\"x\",\"y\"}} points")
+        for j, p in enumerate(tr):
+            if not isinstance(p, dict) or "x" not in p or "y" not in p:
+                raise ValueError(f"tracks: track {i} sample {j} must be {{\"x\":..,\"y\":..}}, got {p!r}")
+    return data
+
+
+def ati_json_to_tracks(text: str, frames: int, stretch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """ATI tracks JSON (or a KJNodes Spline Editor coord_str) -> (path float32 [frames,N,2], vis bool [frames,N]).
+
+    Like core WanTrackToVideo, each track is padded/truncated to 121 samples spanning the clip; samples past a
+    short track's end are invisible. `stretch=True` instead spreads a track of any length over the whole clip."""
+    if int(frames) < 1:
+        raise ValueError(f"frames: must be at least 1, got {frames}")
+    tracks = _load_track_list(text)
+    n_samples = ATI_SAMPLES
+    if stretch:
+        n_samples = max(len(t) for t in tracks)
+    vals = np.zeros((n_samples, len(tracks), 2), dtype=np.float64)
+    valid = np.zeros((n_samples, len(tracks)), dtype=bool)
+    for i, tr in enumerate(tracks):
+        pts = np.array([[_num(p["x"], f"track {i}", "tracks"), _num(p["y"], f"track {i}", "tracks")] for p in tr],
+                       dtype=np.float64)
+        if stretch and len(pts) != n_samples:
+            pts, _ = _resample(pts[:, None], np.ones((len(pts), 1), dtype=bool), n_samples)
+            pts = pts[:, 0]
+        k = min(len(pts), n_samples)
+        vals[:k, i] = pts[:k]
+        valid[:k, i] = True
+    path, vis = _resample(vals, valid, int(frames))
+    return torch.from_numpy(path.astype(np.float32)), torch.from_numpy(vis)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+def _as_np(track_path, vis):
+    path, v = check_tracks("tracks", {"track_path": track_path, "track_visibility": vis})
+    return path.detach().cpu().numpy().astype(np.float32), v.cpu().numpy().astype(bool)
+
+
+def _query_np(query_points, n: int):
+    if query_points is None:
+        return None
+    q = torch.as_tensor(query_points, dtype=torch.float32).detach().cpu().numpy()
+    if q.shape != (n, 3):
+        raise ValueError(f"query_points: expected [{n},3] as (t,x,y), got {tuple(q.shape)}")
+    return q
+
+
+def _size_tuple(frame_size):
+    if frame_size is None:
+        return None
+    fs = tuple(int(v) for v in (frame_size.tolist() if hasattr(frame_size, "tolist") else frame_size))
+    if len(fs) != 2:
+        raise ValueError(f"frame_size: expected (H, W), got {frame_size!r}")
+    return fs
+
+
+def save_tracks_npz(path: str, track_path, vis, query_points=None, frame_size=None) -> str:
+    """TAP-Vid layout: tracks [N,T,2] float32 pixel (x,y), occluded [N,T] bool, visibles [N,T] bool,
+    query_points [N,3] as (t,y,x) like TAP-Vid (only when given), frame_size [2] (H,W) (only when given)."""
+    p, v = _as_np(track_path, vis)
+    arrays = {"tracks": np.ascontiguousarray(p.transpose(1, 0, 2)),
+              "occluded": np.ascontiguousarray(~v.T), "visibles": np.ascontiguousarray(v.T)}
+    q = _query_np(query_points, p.shape[1])
+    if q is not None:
+        arrays["query_points"] = q[:, [0, 2, 1]]
+    fs = _size_tuple(frame_size)
+    if fs is not None:
+        arrays["frame_size"] = np.array(fs, dtype=np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def save_tracks_json(path: str, track_path, vis, query_points=None, frame_size=None) -> str:
+    """{"format": "vdtrack-tracks", "track_path": [T][N][2], "track_visibility": [T][N], ...}; float32 values
+    are written with full precision (repr of the float32 value) so they load back bit-identical."""
+    p, v = _as_np(track_path, vis)
+    doc = {"format": "vdtrack-tracks", "version": 1, "frames": int(p.shape[0]), "points": int(p.shape[1]),
+           "track_path": p.astype(np.float64).tolist(), "track_visibility": v.tolist()}
+    q = _query_np(query_points, p.shape[1])
+    if q is not None:
+        doc["query_points"] = q.astype(np.float64).tolist()
+    fs = _size_tuple(frame_size)
+    if fs is not None:
+        doc["frame_size"] = list(fs)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+    return path
+
+
+def save_tracks_csv(path: str, track_path, vis, query_points=None, frame_size=None) -> str:
+    """Columns frame,track,x,y,visible (one row per frame and track). Query points and frame size go into
+    leading `#` comment lines (`# frame_size H W`, `# query track t x y`)."""
+    p, v = _as_np(track_path, vis)
+    q = _query_np(query_points, p.shape[1])
+    fs = _size_tuple(frame_size)
+    buf = _io.StringIO()
+    buf.write(f"# vdtrack tracks frames={p.shape[0]} points={p.shape[1]}\n")
+    if fs is not None:
+        buf.write(f"# frame_size {fs[0]} {fs[1]}\n")
+    if q is not None:
+        for n in range(q.shape[0]):
+            buf.write(f"# query {n} {_f32(q[n, 0])} {_f32(q[n, 1])} {_f32(q[n, 2])}\n")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["frame", "track", "x", "y", "visible"])
+    for t in range(p.shape[0]):
+        for n in range(p.shape[1]):
+            w.writerow([t, n, _f32(p[t, n, 0]), _f32(p[t, n, 1]), int(v[t, n])])
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+    return path
+
+
+def _f32(x) -> str:
+    return repr(float(np.float32(x)))   # shortest text that round-trips to the same float32
+
+
+def _tracks_dict(path: np.ndarray, vis: np.ndarray, query, frame_size) -> dict:
+    out = {"track_path": torch.from_numpy(np.ascontiguousarray(path, dtype=np.float32)),
+           "track_visibility": torch.from_numpy(np.ascontiguousarray(vis, dtype=bool))}
+    if query is not None:
+        out["query_points"] = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    if frame_size is not None:
+        out["frame_size"] = tuple(int(v) for v in frame_size)
+    return out
+
+
+def _load_npz(path: str) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        if "tracks" not in z:
+            raise ValueError(f"tracks file: {os.path.basename(path)} has no 'tracks' array (TAP-Vid layout)")
+        tr = z["tracks"].astype(np.float32)
+        if tr.ndim != 3 or tr.shape[-1] != 2:
+            raise ValueError(f"tracks file: 'tracks' must be [N,T,2], got {tr.shape}")
+        if "visibles" in z:
+            vis = z["visibles"].astype(bool)
+        elif "occluded" in z:
+            vis = ~z["occluded"].astype(bool)
+        else:
+            vis = np.ones(tr.shape[:2], dtype=bool)
+        q = z["query_points"][:, [0, 2, 1]] if "query_points" in z else None
+        fs = tuple(z["frame_size"].tolist()) if "frame_size" in z else None
+    return _tracks_dict(tr.transpose(1, 0, 2), vis.T, q, fs)
+
+
+def _load_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict) or "track_path" not in doc:
+        raise ValueError(f"tracks file: {os.path.basename(path)} is not a vdtrack tracks JSON "
+                         "(no 'track_path'); for ATI track strings use VDT ATI To Tracks")
+    p = np.asarray(doc["track_path"], dtype=np.float32)
+    if p.size == 0:
+        p = p.reshape(int(doc.get("frames", 0)), int(doc.get("points", 0)), 2)
+    vis = np.asarray(doc.get("track_visibility", np.ones(p.shape[:2], dtype=bool)), dtype=bool).reshape(p.shape[:2])
+    return _tracks_dict(p, vis, doc.get("query_points"), doc.get("frame_size"))
+
+
+def _load_csv(path: str) -> dict:
+    query, frame_size, rows = {}, None, []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    body = []
+    for line in lines:
+        if line.startswith("#"):
+            parts = line[1:].split()
+            if parts[:1] == ["frame_size"] and len(parts) == 3:
+                frame_size = (int(parts[1]), int(parts[2]))
+            elif parts[:1] == ["query"] and len(parts) == 5:
+                query[int(parts[1])] = [float(v) for v in parts[2:]]
+        elif line.strip():
+            body.append(line)
+    reader = csv.DictReader(body)
+    need = {"frame", "track", "x", "y"}
+    if reader.fieldnames is None or not need <= set(reader.fieldnames):
+        raise ValueError(f"tracks file: {os.path.basename(path)} needs columns frame,track,x,y[,visible]")
+    for i, r in enumerate(reader):
+        try:
+            rows.append((int(r["frame"]), int(r["track"]), float(r["x"]), float(r["y"]),
+                         bool(int(float(r.get("visible") or 1)))))
+        except (TypeError, ValueError):
+            raise ValueError(f"tracks file: row {i + 1} is malformed: {r}") from None
+    if not rows:
+        raise ValueError(f"tracks file: {os.path.basename(path)} has no rows")
+    t_n = max(r[0] for r in rows) + 1
+    n_n = max(r[1] for r in rows) + 1
+    p = np.zeros((t_n, n_n, 2), dtype=np.float32)
+    vis = np.zeros((t_n, n_n), dtype=bool)
+    for t, n, x, y, v in rows:
+        p[t, n] = (x, y)
+        vis[t, n] = v
+    q = np.array([query[n] for n in range(n_n)], dtype=np.float32) if len(query) == n_n else None
+    return _tracks_dict(p, vis, q, frame_size)
+
+
+def save_tracks(path: str, tracks: dict) -> str:
+    """Write a TRACKS dict; the format follows the extension (.npz, .json, .csv)."""
+    ext = os.path.splitext(path)[1].lower()
+    writers = {".npz": save_tracks_npz, ".json": save_tracks_json, ".csv": save_tracks_csv}
+    if ext not in writers:
+        raise ValueError(f"format: unknown tracks file extension '{ext}' (use .npz, .json or .csv)")
+    path_t, vis = check_tracks("tracks", tracks)
+    return writers[ext](path, path_t, vis, tracks.get("query_points"), tracks.get("frame_size"))
+
+
+def load_tracks(path: str) -> dict:
+    """Read a tracks file written by save_tracks_* (npz in TAP-Vid layout, json, csv) -> TRACKS dict."""
+    if not os.path.isfile(path):
+        raise ValueError(f"tracks file: '{path}' does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    loaders = {".npz": _load_npz, ".json": _load_json, ".csv": _load_csv}
+    if ext not in loaders:
+        raise ValueError(f"tracks file: unknown extension '{ext}' (expected .npz, .json or .csv)")
+    return loaders[ext](path)

@@ -1,0 +1,227 @@
+"""Evaluation nodes: TAP-Vid point-tracking metrics and DAVIS J&F, shown as text in the graph."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from comfy_api.latest import io, ui
+
+from ..kernels.checks import check_mask, check_tracks, check_video
+from ..kernels.metrics_davis import evaluate_davis
+from ..kernels.metrics_tapvid import EVAL_SIZE, THRESHOLDS, evaluate_tracks
+from .common import Progress, Tracks, category, output_path
+
+PREFIX_TOOLTIP = ("Optional: also save the report as JSON under ComfyUI's output folder with this "
+                  "prefix (subfolders allowed). Empty = do not save.")
+
+
+def _frame_size(name: str, value) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    size = tuple(int(v) for v in np.asarray(value).reshape(-1).tolist())
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"{name}: 'frame_size' must be (H, W), got {value!r}")
+    return size
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _json_safe(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _save_json(prefix: str, payload: dict) -> str:
+    path, _, _ = output_path("filename_prefix", prefix, "json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_json_safe(payload), f, indent=2)
+    return path
+
+
+def _fmt(v: float) -> str:
+    return "   nan" if math.isnan(v) else f"{v:6.2f}"
+
+
+class VDT_TapVidReport(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VDT_TapVidReport",
+            display_name="VDT TAP-Vid Report",
+            category=category("evaluation"),
+            description=("TAP-Vid metrics of predicted point tracks against ground truth (one video): "
+                         "average Jaccard, <delta^x_avg, occlusion accuracy, per-threshold Jaccard and "
+                         "position accuracy at 1/2/4/8/16 px of the 256x256 frame (x*256/W, y*256/H). "
+                         "Predicted track i must correspond to ground-truth track i. Queries come from the "
+                         "ground truth's 'query_points' when present, otherwise from its first visible "
+                         "frame ('first') or every 5th frame where it is visible ('strided')."),
+            inputs=[
+                Tracks.Input("predicted_tracks", tooltip="Tracks from a tracker, one per ground-truth track, "
+                             "same frames."),
+                Tracks.Input("ground_truth_tracks", tooltip="Ground-truth tracks; visibility False = occluded."),
+                io.Combo.Input("query_mode", options=["first", "strided"], default="first",
+                               tooltip="first: score frames after each query (first visible frame); strided: "
+                                       "score every frame except the query frame (needs backward tracking)."),
+                io.Image.Input("images", optional=True,
+                               tooltip="Optional: the frames the prediction was computed on, for the frame size "
+                                       "when the tracks carry no 'frame_size'."),
+                io.String.Input("filename_prefix", default="", optional=True, tooltip=PREFIX_TOOLTIP),
+            ],
+            outputs=[
+                io.String.Output("report", display_name="report", tooltip="Readable metric table."),
+                io.Float.Output("average_jaccard", display_name="AJ",
+                                tooltip="Average Jaccard x100 (NaN when undefined)."),
+                io.Float.Output("delta_avg", display_name="delta_avg",
+                                tooltip="Average fraction of visible points within 1..16 px, x100."),
+                io.Float.Output("occlusion_accuracy", display_name="OA", tooltip="Occlusion accuracy x100."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, predicted_tracks, ground_truth_tracks, query_mode, images=None,
+                filename_prefix="") -> io.NodeOutput:
+        pred_path, pred_vis = check_tracks("predicted_tracks", predicted_tracks)
+        gt_path, gt_vis = check_tracks("ground_truth_tracks", ground_truth_tracks)
+        if pred_path.shape[0] != gt_path.shape[0]:
+            raise ValueError(f"predicted_tracks: {pred_path.shape[0]} frames but ground_truth_tracks has "
+                             f"{gt_path.shape[0]}")
+        if pred_path.shape[1] != gt_path.shape[1]:
+            raise ValueError(f"predicted_tracks: {pred_path.shape[1]} points but ground_truth_tracks has "
+                             f"{gt_path.shape[1]} (track i must predict ground-truth track i)")
+        img_size = None
+        if images is not None:
+            img_size = tuple(int(v) for v in check_video("images", images).shape[1:3])
+            if images.shape[0] != pred_path.shape[0]:
+                raise ValueError(f"images: {images.shape[0]} frames but predicted_tracks has {pred_path.shape[0]}")
+        pred_size = _frame_size("predicted_tracks", predicted_tracks.get("frame_size"))
+        gt_size = _frame_size("ground_truth_tracks", ground_truth_tracks.get("frame_size"))
+        if pred_size and img_size and pred_size != img_size:
+            raise ValueError(f"images: frames are {img_size[0]}x{img_size[1]} but predicted_tracks says "
+                             f"frame_size {pred_size[0]}x{pred_size[1]}")
+        size_source = "its frame_size" if pred_size else "images" if img_size else "ground truth (assumed)"
+        pred_size = pred_size or img_size or gt_size
+        if pred_size is None:
+            raise ValueError("predicted_tracks: no frame size; connect the images or use tracks with a "
+                             "'frame_size' key")
+        gt_size = gt_size or pred_size
+
+        query_points = ground_truth_tracks.get("query_points")
+        res = evaluate_tracks(pred_path, pred_vis, gt_path, gt_vis, pred_size, query_mode=query_mode,
+                              query_points=query_points, gt_frame_size=gt_size, percent=True)
+        report = cls.format_report(res, pred_size, gt_size) + f"\npredicted frame size from: {size_source}"
+        if filename_prefix and filename_prefix.strip():
+            path = _save_json(filename_prefix, {**res, "predicted_frame_size": pred_size,
+                                                "ground_truth_frame_size": gt_size})
+            report += f"\nsaved: {path}"
+        return io.NodeOutput(report, res["average_jaccard"], res["average_pts_within_thresh"],
+                             res["occlusion_accuracy"], ui=ui.PreviewText(report))
+
+    @staticmethod
+    def format_report(res: dict, pred_size, gt_size) -> str:
+        lines = [
+            f"TAP-Vid metrics, query mode '{res['query_mode']}' (values x100)",
+            f"tracks: {res['num_tracks']}, queries: {res['num_queries']} ({res['query_source']}), "
+            f"frames: {res['num_frames']}",
+            f"evaluated points: {res['num_evaluated_points']} "
+            f"(ground-truth visible: {res['num_visible_evaluated_points']})",
+            f"eval frame: {res['eval_frame']}; predicted {pred_size[0]}x{pred_size[1]}, "
+            f"ground truth {gt_size[0]}x{gt_size[1]} (HxW)",
+            "",
+            f"delta (px@{EVAL_SIZE})   jaccard   pts_within",
+        ]
+        for d in THRESHOLDS:
+            lines.append(f"{d:>14}    {_fmt(res[f'jaccard_{d}'])}    {_fmt(res[f'pts_within_{d}'])}")
+        lines += [
+            "",
+            f"AJ        {_fmt(res['average_jaccard'])}",
+            f"delta_avg {_fmt(res['average_pts_within_thresh'])}",
+            f"OA        {_fmt(res['occlusion_accuracy'])}",
+        ]
+        for key, reason in res["nan_reasons"].items():
+            lines.append(f"NaN {key}: {reason}")
+        return "\n".join(lines)
+
+
+class VDT_DavisReport(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VDT_DavisReport",
+            display_name="VDT DAVIS J&F Report",
+            category=category("evaluation"),
+            description=("DAVIS-2017 semi-supervised J (region IoU) and F (boundary, disk radius "
+                         "ceil(0.008 x diagonal)) of a propagated mask or label map against ground truth; "
+                         "per-object mean, recall and decay, J&F = mean of J and F."),
+            inputs=[
+                io.Mask.Input("predicted_mask", tooltip="Predicted masks [frames,H,W]: binary (one object) or "
+                              "a label map with integer object ids, see mask_kind."),
+                io.Mask.Input("ground_truth_mask", tooltip="Ground-truth masks, same frames and size."),
+                io.Combo.Input("mask_kind", options=["binary", "label map"], default="binary",
+                               tooltip="binary: one object, pixels > 0.5; label map: integer ids, 0 = background, "
+                                       "objects = 1..max id of the first ground-truth frame."),
+                io.Boolean.Input("drop_first_last", default=True,
+                                 tooltip="Skip the first (given) and last frames, as the official DAVIS script."),
+                io.String.Input("filename_prefix", default="", optional=True, tooltip=PREFIX_TOOLTIP),
+            ],
+            outputs=[
+                io.String.Output("report", display_name="report", tooltip="Readable metric table."),
+                io.Float.Output("jf_mean", display_name="J&F", tooltip="J&F-Mean x100."),
+                io.Float.Output("j_mean", display_name="J", tooltip="J-Mean x100."),
+                io.Float.Output("f_mean", display_name="F", tooltip="F-Mean x100."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, predicted_mask, ground_truth_mask, mask_kind, drop_first_last=True,
+                filename_prefix="") -> io.NodeOutput:
+        gt = check_mask("ground_truth_mask", ground_truth_mask)
+        pred = check_mask("predicted_mask", predicted_mask)
+        if pred.shape[0] != gt.shape[0]:
+            raise ValueError(f"predicted_mask: {pred.shape[0]} frames but ground_truth_mask has {gt.shape[0]}")
+        check_mask("predicted_mask", pred, size=tuple(gt.shape[1:]))
+        if mask_kind == "binary":
+            pred_l, gt_l = (pred > 0.5).long(), (gt > 0.5).long()
+        elif mask_kind == "label map":
+            pred_l, gt_l = pred, gt
+        else:
+            raise ValueError(f"mask_kind: expected 'binary' or 'label map', got {mask_kind!r}")
+        objects = int(gt_l[0].float().max().round())      # evaluate_davis validates; this sizes the bar
+        res = evaluate_davis(pred_l, gt_l, drop_first_last=bool(drop_first_last), progress=Progress(max(objects, 1)),
+                             pred_name="predicted_mask", gt_name="ground_truth_mask")
+        report = cls.format_report(res, tuple(gt.shape[1:]))
+        if filename_prefix and filename_prefix.strip():
+            path = _save_json(filename_prefix, res)
+            report += f"\nsaved: {path}"
+        return io.NodeOutput(report, 100 * res["J&F-Mean"], 100 * res["J-Mean"], 100 * res["F-Mean"],
+                             ui=ui.PreviewText(report))
+
+    @staticmethod
+    def format_report(res: dict, size) -> str:
+        lines = [
+            "DAVIS-2017 J&F (values x100)",
+            f"objects: {res['num_objects']}, evaluated frames: {res['num_frames']}, frame {size[0]}x{size[1]}, "
+            f"boundary tolerance {res['bound_pixels']} px",
+            "",
+            f"J&F-Mean {_fmt(100 * res['J&F-Mean'])}",
+            f"J-Mean   {_fmt(100 * res['J-Mean'])}   J-Recall {_fmt(100 * res['J-Recall'])}   "
+            f"J-Decay {_fmt(100 * res['J-Decay'])}",
+            f"F-Mean   {_fmt(100 * res['F-Mean'])}   F-Recall {_fmt(100 * res['F-Recall'])}   "
+            f"F-Decay {_fmt(100 * res['F-Decay'])}",
+        ]
+        if res["num_objects"] > 1:
+            lines += ["", "object      J       F"]
+            lines += [f"{o['id']:>6}  {_fmt(100 * o['J_mean'])}  {_fmt(100 * o['F_mean'])}" for o in res["objects"]]
+        return "\n".join(lines)
+
+
+NODES = [VDT_TapVidReport, VDT_DavisReport]

@@ -1,0 +1,64 @@
+"""Synthetic test clips with exact ground truth, for trying trackers and propagation without real data."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..kernels.synthetic import make_clip
+from ..kernels.tracks_io import points_to_json
+from .common import Tracks, category
+
+VARIANTS = ["moving_objects", "identical_objects"]
+
+
+class VDT_SyntheticClip(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_SyntheticClip",
+            display_name="VDT Synthetic Clip",
+            category=category("data"),
+            description="A seeded procedural clip: textured discs/rectangles/ellipses moving (bouncing, some "
+                        "rotating) over a panning textured background, with exact ground-truth tracks, "
+                        "visibility (occlusion by nearer objects or leaving the frame) and object masks.",
+            inputs=[
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same seed = same clip."),
+                io.Int.Input("frames", default=24, min=1, max=1000, tooltip="Number of frames."),
+                io.Int.Input("width", default=256, min=16, max=4096, step=8, tooltip="Frame width in pixels."),
+                io.Int.Input("height", default=256, min=16, max=4096, step=8, tooltip="Frame height in pixels."),
+                io.Int.Input("num_objects", default=3, min=0, max=32,
+                             tooltip="Moving objects (identical_objects: at least 2, the first two are the pair)."),
+                io.Int.Input("points_per_object", default=8, min=0, max=1024,
+                             tooltip="Ground-truth tracks sampled on each object (preferably visible in frame 0)."),
+                io.Int.Input("background_points", default=8, min=0, max=4096,
+                             tooltip="Ground-truth tracks on the panning background."),
+                io.Combo.Input("variant", options=VARIANTS, default="moving_objects",
+                               tooltip="moving_objects: random objects; identical_objects: two identical objects "
+                                       "whose paths cross (they swap sides), the classic identity-switch trap."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images"),
+                Tracks.Output(display_name="tracks"),
+                io.Mask.Output(display_name="objects_mask", tooltip="Union of all objects per frame (0..1, "
+                                                                  "anti-aliased edges)."),
+                io.Mask.Output(display_name="label_map", tooltip="Integer object ids per pixel as float values: "
+                                                               "0 = background, k = object k (nearest wins); "
+                                                               "the 'label map' kind of VDT DAVIS J&F."),
+                io.String.Output(display_name="query_points", tooltip="Ground-truth query points (first visible "
+                                                                     "frame of each track) as JSON with 't'."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, seed, frames, width, height, num_objects, points_per_object, background_points=8,
+                variant="moving_objects") -> io.NodeOutput:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+        clip = make_clip(frames=frames, height=height, width=width, num_objects=num_objects,
+                         points_per_object=points_per_object, seed=seed, identical=variant == "identical_objects",
+                         background_points=background_points)
+        union = clip.masks.sum(dim=1).clamp(0, 1)
+        query = points_to_json(clip.query_points) if clip.query_points.shape[0] else "[]"
+        return io.NodeOutput(clip.video, clip.tracks(), union, clip.labels.float(), query)
+
+
+NODES = [VDT_SyntheticClip]

@@ -1,0 +1,27 @@
+"""Every node's V3 schema is valid and follows the pack's conventions (ids, categories, tooltips)."""
+from __future__ import annotations
+
+import pytest
+
+from vdtrack.nodes import all_nodes
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    return {cls: cls.GET_SCHEMA() for cls in all_nodes(strict=True)}
+
+
+def test_node_ids_prefixed_and_unique(schemas):
+    ids = [s.node_id for s in schemas.values()]
+    assert len(ids) == len(set(ids)), ids
+    for s in schemas.values():
+        assert s.node_id.startswith("VDT_"), s.node_id
+        assert s.category.startswith("vdtrack/"), (s.node_id, s.category)
+        assert (s.display_name or "").startswith("VDT "), s.node_id
+        assert s.description, f"{s.node_id} has no description"
+
+
+def test_every_input_has_a_tooltip(schemas):
+    for s in schemas.values():
+        for inp in s.inputs:
+            assert inp.tooltip, f"{s.node_id}.{inp.id} has no tooltip"
