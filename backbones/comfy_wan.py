@@ -1,0 +1,328 @@
+"""ComfyUI-native Wan adapter: a loaded MODEL (ModelPatcher) + VAE (+ optional CLIP_VISION_OUTPUT).
+
+Covers what ComfyUI 0.3.75 loads as `model_base.WAN21` / `WAN22` with a `WanModel` DiT: Wan 2.1 T2V and
+I2V (CLIP image tokens), Wan 2.2 14B T2V/I2V (I2V = in_dim 36 without CLIP) and Wan 2.2 5B TI2V
+(48-channel latent, 16x VAE; features only, image-to-video regeneration is not offered for it).
+
+Everything runs through ComfyUI: the model is loaded by the sampler machinery (load_models_gpu via
+CFGGuider), patched only on `model.clone()` (capture.py), conditioned with ComfyUI's own keys
+(`concat_latent_image`, `concat_mask`, `clip_vision_output`, exactly as core WanImageToVideo sets them) and
+sampled with `CFGGuider` + Euler, so LoRAs, model patches and the inpainting `denoise_mask` all apply.
+
+Latents in this adapter are in *model space* (ComfyUI's process_latent_in of the VAE latent), where the
+flow-matching formula x = (1-sigma) x0 + sigma eps holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_base
+import comfy.model_management
+import comfy.samplers
+
+from . import schedules, windows
+from .capture import DitCapture, StopForward
+from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
+
+WAN_TEXT_LEN = 512
+CLIP_TOKENS, CLIP_DIM = 257, 1280
+
+
+class _ZeroClipVision:
+    """Stands in for a CLIP_VISION_OUTPUT (all-zero image tokens) when an I2V model with CLIP gets none."""
+
+    def __init__(self, device=None):
+        self.penultimate_hidden_states = torch.zeros(1, CLIP_TOKENS, CLIP_DIM, device=device)
+
+
+def is_wan_model(model) -> bool:
+    from comfy.ldm.wan.model import WanModel
+
+    base = getattr(model, "model", None)
+    return isinstance(base, comfy.model_base.WAN21) and isinstance(getattr(base, "diffusion_model", None), WanModel)
+
+
+class ComfyWanBackbone:
+    family = "wan"
+    temporal_compression = 4
+    default_window = 81          # Wan's native clip length (4k+1)
+
+    def __init__(self, model, vae, text: Any = None):
+        if not is_wan_model(model):
+            raise ValueError(f"model: expected a Wan model (WanModel DiT), got "
+                             f"{type(getattr(model, 'model', model)).__name__}")
+        self.model = model
+        self.vae = vae
+        base = model.model
+        dm = base.diffusion_model
+        self.num_layers = len(dm.blocks)
+        self.num_heads = int(dm.num_heads)
+        self.head_dim = int(dm.dim // dm.num_heads)
+        self.latent_channels = int(base.latent_format.latent_channels)
+        self.in_channels = int(dm.in_dim)
+        self.image_input = self.in_channels > self.latent_channels           # concat image conditioning
+        self.uses_clip = getattr(dm, "img_emb", None) is not None
+        self.text_dim = int(dm.text_dim)
+        self.rope_groups = tuple(int(a) for a in dm.rope_embedder.axes_dim)
+        if vae is None or getattr(vae, "latent_channels", None) != self.latent_channels:
+            raise ValueError(f"vae: the model needs a {self.latent_channels}-channel Wan VAE, got "
+                             f"{getattr(vae, 'latent_channels', None)} channels")
+        self.vae_stride = int(vae.downscale_index_formula[1]) if hasattr(vae, "downscale_index_formula") else 8
+        self.spatial_stride = self.vae_stride * int(dm.patch_size[1])
+        self.model_sampling = model.get_model_object("model_sampling")
+        self.shift = float(getattr(self.model_sampling, "shift", 1.0))
+        self.text = text
+        self.name = f"wan:{type(base.model_config).__name__}:{self.num_layers}x{dm.dim}"
+
+    # ---------------------------------------------------------------- schedule
+    def sigma_at(self, level: float) -> float:
+        return schedules.flow_sigma(check_level(level), self.shift)
+
+    def timestep_from_level(self, level: float) -> float:
+        return 1000.0 * self.sigma_at(level)
+
+    def level_from_timestep(self, t: float) -> float:
+        if not (0.0 <= float(t) <= 1000.0):
+            raise ValueError(f"timestep: {t} must be in [0, 1000]")
+        return schedules.flow_level(float(t) / 1000.0, self.shift)
+
+    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
+        s = self.sigma_at(level)
+        eps = schedules.seeded_noise(latents.shape, seed, latents.device, latents.dtype)
+        return schedules.flow_noise(latents, eps, s)
+
+    # ---------------------------------------------------------------- VAE
+    def model_size(self, h: int, w: int) -> tuple[int, int]:
+        """Nearest size the model accepts (multiples of the token stride)."""
+        s = self.spatial_stride
+        return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
+
+    def _to_model_size(self, frames: torch.Tensor) -> torch.Tensor:
+        h, w = frames.shape[1:3]
+        mh, mw = self.model_size(h, w)
+        if (mh, mw) == (h, w):
+            return frames
+        x = frames.movedim(-1, 1).float()
+        x = F.interpolate(x, size=(mh, mw), mode="bilinear", align_corners=False, antialias=True)
+        return x.clamp(0, 1).movedim(1, -1)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """[T,H,W,3] 0..1 (H,W multiples of spatial_stride) -> model-space latent [1,C,t,h,w]."""
+        raw = self.vae.encode(frames[..., :3])
+        return self.model.model.process_latent_in(raw.float())
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raw = self.model.model.process_latent_out(latents.float())
+        img = self.vae.decode(raw)
+        return img.reshape(-1, *img.shape[-3:]).float()
+
+    # ---------------------------------------------------------------- conditioning
+    def _text(self, text: Any) -> list:
+        """CONDITIONING list; None = the empty prompt as an all-zero context (512 tokens)."""
+        if text is None:
+            return [[torch.zeros(1, WAN_TEXT_LEN, self.text_dim), {}]]
+        if not isinstance(text, list) or not text or not isinstance(text[0], (list, tuple)):
+            raise ValueError("conditioning: expected a ComfyUI CONDITIONING (list of [tensor, dict])")
+        width = text[0][0].shape[-1]
+        if width != self.text_dim:
+            raise ValueError(f"conditioning: text embeddings are {width}-wide but the model expects "
+                             f"{self.text_dim} (use the umT5 text encoder for Wan)")
+        return text
+
+    def _conds(self, text: Any, extra: dict) -> list:
+        return [[c[0], {**c[1], **extra}] for c in self._text(text)]
+
+    def _image_extra(self, cond: Optional[ImageCond], length: int, size: tuple[int, int],
+                     need_image: bool) -> dict:
+        """What core WanImageToVideo puts on the conditioning: VAE latent of [image, grey...] + known-frame mask."""
+        if not self.image_input:
+            if need_image:
+                raise ValueError("model: this Wan model is text-to-video; image-conditioned regeneration needs "
+                                 "an image-to-video Wan (Wan 2.1 I2V or Wan 2.2 I2V)")
+            return {}
+        extra: dict = {}
+        dev = comfy.model_management.intermediate_device()
+        if cond is not None and cond.image is not None:
+            img = cond.image if cond.image.ndim == 4 else cond.image[None]
+            img = self._resize(img[:1, ..., :3].float(), size)
+            video = torch.full((length, size[0], size[1], 3), 0.5, dtype=img.dtype, device=img.device)
+            video[:1] = img
+            concat = self.vae.encode(video)
+            mask = torch.ones((1, 1, concat.shape[2], concat.shape[-2], concat.shape[-1]), device=concat.device)
+            mask[:, :, :1] = 0.0
+            extra.update(concat_latent_image=concat, concat_mask=mask)
+        elif need_image:
+            raise ValueError("image: an image-to-video regeneration needs a first-frame image")
+        cvo = cond.clip_vision_output if cond is not None else None
+        if self.uses_clip:
+            if cvo is None and need_image:
+                raise ValueError("clip_vision: this Wan I2V model uses CLIP image tokens; connect a CLIP_VISION "
+                                 "model (clip_vision_h) so both first frames can be encoded")
+            extra["clip_vision_output"] = cvo if cvo is not None else _ZeroClipVision(dev)
+        return extra
+
+    @staticmethod
+    def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(img.shape[1:3]) == tuple(size):
+            return img
+        x = F.interpolate(img.movedim(-1, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
+        return x.clamp(0, 1).movedim(1, -1)
+
+    # ---------------------------------------------------------------- one captured forward pass
+    def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+                       conds: list, stop_early: bool = True) -> dict[str, torch.Tensor]:
+        """One conditional forward pass at `level` on the model-space latent x0; returns the raw captures
+        (tokens) keyed like "k18". The shared model is untouched (everything is installed on a clone)."""
+        self._check_spec(spec)
+        m = self.model.clone()
+        cap = DitCapture(spec, self.num_heads, stop_early=stop_early,
+                         to_device=comfy.model_management.intermediate_device())
+        cap.install(m)
+        sigma = self.sigma_at(level)
+        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
+
+        def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
+            try:
+                model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+            except StopForward:
+                pass
+            return x
+
+        guider = comfy.samplers.CFGGuider(m)
+        guider.set_conds(conds, conds)
+        guider.set_cfg(1.0)              # conditional branch only: ComfyUI skips the negative at cfg 1
+        lat = self.model.model.process_latent_out(x0.float())
+        guider.sample(noise, lat, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]),
+                      disable_pbar=True, seed=seed)
+        self.last_blocks_run = list(cap.blocks_run)
+        missing = [k for k in spec.keys() if k not in cap.store]
+        if missing:
+            raise RuntimeError(f"capture: {missing} were not produced by the forward pass")
+        return cap.store
+
+    def _check_spec(self, spec: FeatureSpec) -> None:
+        bad = [i for i in spec.layers if not (0 <= i < self.num_layers)]
+        if bad:
+            raise ValueError(f"layer: {bad} outside 0..{self.num_layers - 1} ({self.name})")
+        if spec.heads is not None:
+            badh = [h for h in spec.heads if not (0 <= h < self.num_heads)]
+            if badh:
+                raise ValueError(f"heads: {badh} outside 0..{self.num_heads - 1}")
+
+    def _tokens_to_grid(self, key: str, t: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[1, L, dim] -> [t, dim, h, w]; [1, L, heads, d] -> [t, heads, d, h, w]."""
+        tt, hh, ww = grid
+        t = t[0, : tt * hh * ww]
+        if key.startswith("block"):
+            return t.reshape(tt, hh, ww, -1).permute(0, 3, 1, 2).contiguous()
+        return t.reshape(tt, hh, ww, t.shape[-2], t.shape[-1]).permute(0, 3, 4, 1, 2).contiguous()
+
+    # ---------------------------------------------------------------- protocol: features
+    def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+                 cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
+        level = check_level(level)
+        self._check_spec(spec)
+        frames = frames[..., :3].float()
+        T, H, W = frames.shape[:3]
+        x = self._to_model_size(frames)
+        mh, mw = x.shape[1:3]
+        window = spec.window or self.default_window
+        plan = windows.plan_windows(T, window, spec.overlap, quantum=self.temporal_compression)
+        image_cond = cond if isinstance(cond, ImageCond) else None
+        text = image_cond.text if image_cond is not None else (cond if isinstance(cond, list) else self.text)
+        out: dict[str, torch.Tensor] = {}
+        grid_hw = (mh // self.spatial_stride, mw // self.spatial_stride)
+        for win in plan:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            clip = windows.pad_frames(x[win.start:win.stop], win.length)
+            x0 = self.encode(clip)
+            extra = self._image_extra(image_cond, win.length, (mh, mw), need_image=False)
+            raw = self.capture_latent(x0, level, spec, seed, self._conds(text, extra))
+            grid = (x0.shape[2],) + grid_hw
+            lo, hi = win.keep_start - win.start, win.keep_stop - win.start
+            for key in spec.keys():
+                per_latent = self._tokens_to_grid(key, raw[key], grid)
+                per_frame = windows.latent_time_to_frames(per_latent, win.length, self.temporal_compression)
+                if key not in out:
+                    out[key] = per_frame.new_empty((T,) + tuple(per_frame.shape[1:]))
+                out[key][win.keep_start:win.keep_stop] = per_frame[lo:hi]
+            del raw
+            if progress is not None:
+                progress()
+        stride = (H / grid_hw[0], W / grid_hw[1])
+        used_window = windows.quantize_window(window, self.temporal_compression)
+        result = {}
+        for layer in spec.layers:
+            for kind in spec.kinds:
+                key = f"{kind}{layer}"
+                meta = {"backbone": self.name, "family": self.family, "layer": layer, "kind": kind,
+                        "level": level, "noise": level, "timestep": self.timestep_from_level(level),
+                        "sigma": self.sigma_at(level), "rope": spec.rope if kind != "block" else None,
+                        "rope_groups": self.rope_groups if kind != "block" else None,
+                        "heads": list(spec.heads) if (spec.heads is not None and kind != "block") else None,
+                        "num_heads": self.num_heads, "window": used_window, "overlap": spec.overlap,
+                        "windows": len(plan), "seed": int(seed), "model_size": (mh, mw)}
+                result[key] = feature_dict(out[key], stride, (H, W), meta)
+        return result
+
+    # ---------------------------------------------------------------- protocol: regeneration
+    def regenerate(self, frames: torch.Tensor, level: float, positive: ImageCond, negative: ImageCond,
+                   guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
+                   progress: ProgressFn = None) -> torch.Tensor:
+        level = check_level(level)
+        frames = frames[..., :3].float()
+        T, H, W = frames.shape[:3]
+        x = self._to_model_size(frames)
+        mh, mw = x.shape[1:3]
+        length = windows.quantize_up(T, self.temporal_compression)
+        x0 = self.encode(windows.pad_frames(x, length))
+        pos = self._conds(positive.text, self._image_extra(positive, length, (mh, mw), need_image=True))
+        neg = self._conds(negative.text, self._image_extra(negative, length, (mh, mw), need_image=True))
+        lat_mask = None
+        if mask is not None:
+            m = mask.float()
+            m = m[None] if m.ndim == 2 else m
+            if m.shape[0] == 1 and T > 1:
+                m = m.expand(T, -1, -1)
+            m = F.interpolate(m[:, None], size=(mh, mw), mode="bilinear", align_corners=False)[:, 0]
+            m = windows.pad_frames(m, length)
+            lat_mask = windows.mask_to_latent_grid(m, x0.shape[2], self.temporal_compression, self.vae_stride)
+        out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
+        video = self.decode(out)[:T]
+        if tuple(video.shape[1:3]) != (H, W):
+            video = self._resize(video, (H, W))
+        return video.clamp(0, 1)
+
+    def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
+                          guidance: float, steps: int, latent_mask: Optional[torch.Tensor] = None,
+                          seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
+        """SDEdit on a model-space latent with CONDITIONING lists. Per step v = v_pos + w (v_pos - v_neg):
+        ComfyUI's CFG neg + cfg (pos - neg) with cfg = 1 + w (w = 0 runs the positive branch only).
+        latent_mask [1,1,t,h,w], 1 = regenerate: outside it ComfyUI's inpainting keeps the noised original at
+        each step and the original latent at the end."""
+        if guidance < 0:
+            raise ValueError(f"guidance: {guidance} must be >= 0")
+        full = comfy.samplers.calculate_sigmas(self.model_sampling, "simple", int(steps)).float()
+        sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
+        if len(sigmas) < 2:
+            return x0.clone()
+        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
+        m = self.model.clone()
+        guider = comfy.samplers.CFGGuider(m)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(1.0 + float(guidance))
+
+        def on_step(i, denoised, x, total):
+            if progress is not None:
+                progress()
+        out = guider.sample(noise, self.model.model.process_latent_out(x0.float()),
+                            comfy.samplers.sampler_object("euler"), sigmas, denoise_mask=latent_mask,
+                            callback=on_step, disable_pbar=True, seed=seed)
+        return self.model.model.process_latent_in(out.float())
+
+    def regen_steps(self, level: float, steps: int) -> int:
+        """Number of sampler steps regenerate() runs (for progress bars)."""
+        return schedules.run_steps(check_level(level), int(steps))

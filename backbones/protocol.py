@@ -1,0 +1,126 @@
+"""The one interface every video-diffusion adapter implements (ComfyUI-native and diffusers).
+
+Nodes and kernels only talk to a `VideoBackbone`; nothing outside `backbones/` touches model internals.
+
+Conventions shared by all adapters:
+- frames: IMAGE-like float tensor [T,H,W,3] in 0..1 (video frames on the first axis).
+- level: fraction of the model's own sampling schedule in ComfyUI's `denoise` sense
+  (0 = clean, 1 = pure noise). `timestep_from_level` / `level_from_timestep` convert to the
+  paper's timestep t in [0, 1000] (the number the model's time embedding receives), so published
+  settings ("t = 261") can be reproduced.
+- features(...) returns {"block18": VDT_FEATURES, "k18": VDT_FEATURES, ...}; time is per VIDEO frame
+  (adapters with temporal VAE compression interpolate back to T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+KINDS = ("block", "q", "k")
+ROPE_MODES = ("before", "after")
+
+ProgressFn = Optional[Callable[[], None]]
+
+
+@dataclass
+class FeatureSpec:
+    """What to capture in one feature pass.
+
+    layers: block indices (0-based). kinds: subset of ("block", "q", "k"); q/k are the self-attention
+    queries/keys after QK-norm, per head. heads: head indices to keep for q/k (None = all).
+    rope: q/k "after" (as the attention sees them; HeFT/DiffTrack) or "before" RoPE.
+    window / overlap: video frames per window and frames shared by consecutive windows
+    (0 window = the model's default window).
+    """
+
+    layers: list[int]
+    kinds: tuple[str, ...] = ("k",)
+    heads: Optional[list[int]] = None
+    rope: str = "after"
+    window: int = 0
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        self.layers = [int(i) for i in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers])]
+        if not self.layers:
+            raise ValueError("layer: at least one layer is needed")
+        if isinstance(self.kinds, str):
+            self.kinds = (self.kinds,)
+        self.kinds = tuple(self.kinds)
+        bad = [k for k in self.kinds if k not in KINDS]
+        if bad or not self.kinds:
+            raise ValueError(f"kind: {bad or self.kinds} not in {KINDS}")
+        if self.rope not in ROPE_MODES:
+            raise ValueError(f"rope: '{self.rope}' must be one of {ROPE_MODES}")
+        if self.heads is not None:
+            self.heads = [int(h) for h in self.heads]
+            if not self.heads:
+                raise ValueError("heads: empty list (use None for all heads)")
+        if self.window < 0 or self.overlap < 0:
+            raise ValueError("window/overlap: must be >= 0")
+
+    def keys(self) -> list[str]:
+        """Result keys in request order, e.g. ["k18", "block18"]."""
+        return [f"{kind}{layer}" for layer in self.layers for kind in self.kinds]
+
+
+@dataclass
+class ImageCond:
+    """An image conditioning for image-to-video models (Point Prompting's positive/negative prompt).
+
+    image: IMAGE [1,H,W,3] (or [H,W,3]) 0..1, the first frame.
+    clip_vision_output: ComfyUI CLIP_VISION_OUTPUT of the same image (Wan 2.1 I2V uses it), or None.
+    text: text conditioning in the family's format (ComfyUI CONDITIONING for native adapters), None = empty prompt.
+    """
+
+    image: torch.Tensor
+    clip_vision_output: Any = None
+    text: Any = None
+
+
+@runtime_checkable
+class VideoBackbone(Protocol):
+    family: str                 # "wan", "svd", "cosmos", "i2vgen", "cogvideox"
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    temporal_compression: int   # video frames per latent frame (after the first, for causal VAEs)
+    spatial_stride: int         # pixels per feature token
+    default_window: int         # video frames per window
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def level_from_timestep(self, t: float) -> float: ...
+
+    def timestep_from_level(self, level: float) -> float: ...
+
+    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor: ...
+
+    def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+                 cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]: ...
+
+    def regenerate(self, frames: torch.Tensor, level: float, positive: Any, negative: Any,
+                   guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
+                   progress: ProgressFn = None) -> torch.Tensor: ...
+
+
+def feature_dict(features: torch.Tensor, stride: Sequence[int], frame_size: Sequence[int],
+                 meta: dict) -> dict:
+    """Package one captured tensor as a VDT_FEATURES dict (DESIGN.md 'Types between nodes')."""
+    return {"features": features, "stride": (float(stride[0]), float(stride[1])),
+            "frame_size": (int(frame_size[0]), int(frame_size[1])), "meta": dict(meta)}
+
+
+def check_level(level: float) -> float:
+    level = float(level)
+    if not (0.0 <= level <= 1.0) or level != level:
+        raise ValueError(f"noise_level: {level} must be in [0, 1]")
+    return level
+
+
+__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "KINDS", "ROPE_MODES", "ProgressFn",
+           "feature_dict", "check_level"]

@@ -1,0 +1,129 @@
+"""Temporal windows for long clips and the latent-time -> video-frame mapping (pure math).
+
+Windows overlap by `overlap` frames; each video frame takes its features from exactly one window (the
+overlap is split in the middle). A final window that would run past the clip is moved back so it ends at
+the last frame, borrowing preceding frames whose features are discarded (Track4Gen, App. A.4).
+Causal video VAEs (Wan, Cosmos) need window lengths of q*k+1 frames (q = temporal compression).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int        # first video frame fed to the model
+    stop: int         # one past the last real frame fed (frames beyond the clip are padded by repetition)
+    keep_start: int   # frames [keep_start, keep_stop) take their features from this window
+    keep_stop: int
+    length: int       # frames the model sees (>= stop - start; the excess is padding)
+
+
+def quantize_window(window: int, quantum: int) -> int:
+    """Largest q*k+1 <= window (at least q+1); quantum 1 leaves the window unchanged."""
+    window = int(window)
+    if quantum <= 1:
+        return max(window, 1)
+    return max(quantum * ((window - 1) // quantum) + 1, quantum + 1)
+
+
+def plan_windows(num_frames: int, window: int, overlap: int, quantum: int = 1) -> list[Window]:
+    """Cover frames 0..num_frames-1 with windows of `window` frames (quantised to quantum*k+1)."""
+    if num_frames < 1:
+        raise ValueError("frames: the clip is empty")
+    window = quantize_window(window, quantum)
+    if overlap < 0 or overlap >= window:
+        raise ValueError(f"overlap: {overlap} must be in [0, window-1] (window = {window} frames)")
+    if num_frames <= window:
+        length = quantize_up(num_frames, quantum)
+        return [Window(0, num_frames, 0, num_frames, length)]
+    stride = window - overlap
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)          # final window borrows preceding frames
+    out = []
+    for i, s in enumerate(starts):
+        keep_start = 0 if i == 0 else out[-1].keep_stop
+        if i + 1 < len(starts):
+            # middle of a regular overlap; before a final borrowed window the same cut, so the frames that
+            # window borrows from its predecessor are discarded
+            keep_stop = max(s + window - overlap // 2, keep_start + 1)
+        else:
+            keep_stop = num_frames
+        out.append(Window(s, s + window, keep_start, keep_stop, window))
+    return out
+
+
+def quantize_up(n: int, quantum: int) -> int:
+    """Smallest q*k+1 >= n."""
+    if quantum <= 1:
+        return n
+    return quantum * ((max(n, 1) - 1 + quantum - 1) // quantum) + 1
+
+
+def pad_frames(frames: torch.Tensor, length: int) -> torch.Tensor:
+    """Repeat the last frame (time axis 0) up to `length` frames."""
+    if frames.shape[0] >= length:
+        return frames[:length]
+    extra = frames[-1:].expand(length - frames.shape[0], *frames.shape[1:])
+    return torch.cat([frames, extra], 0)
+
+
+def latent_frame_centres(latent_frames: int, compression: int, causal_first: bool = True) -> torch.Tensor:
+    """Video-time centre of each latent frame: causal VAEs keep frame 0 alone and latent j>=1 covers frames
+    q*j-q+1..q*j (centre q*j - (q-1)/2); otherwise latent j covers q*j..q*j+q-1."""
+    j = torch.arange(latent_frames, dtype=torch.float64)
+    q = float(compression)
+    if causal_first:
+        c = q * j - (q - 1) / 2
+        c[0] = 0.0
+        return c
+    return q * j + (q - 1) / 2
+
+
+def latent_to_frame_weights(num_frames: int, latent_frames: int, compression: int,
+                            causal_first: bool = True) -> torch.Tensor:
+    """[num_frames, latent_frames] linear-interpolation weights in time (rows sum to 1; clamped at the ends)."""
+    c = latent_frame_centres(latent_frames, compression, causal_first)
+    f = torch.arange(num_frames, dtype=torch.float64)
+    w = torch.zeros(num_frames, latent_frames, dtype=torch.float64)
+    if latent_frames == 1:
+        w[:, 0] = 1.0
+        return w.float()
+    idx = torch.searchsorted(c, f, right=True) - 1          # last centre <= f
+    idx = idx.clamp(0, latent_frames - 2)
+    lo, hi = c[idx], c[idx + 1]
+    a = ((f - lo) / (hi - lo)).clamp(0.0, 1.0)
+    rows = torch.arange(num_frames)
+    w[rows, idx] = 1.0 - a
+    w[rows, idx + 1] += a
+    return w.float()
+
+
+def latent_time_to_frames(x: torch.Tensor, num_frames: int, compression: int,
+                          causal_first: bool = True) -> torch.Tensor:
+    """x [t, ...] per latent frame -> [num_frames, ...] per video frame (linear in time)."""
+    w = latent_to_frame_weights(num_frames, x.shape[0], compression, causal_first).to(x.device, x.dtype)
+    return torch.einsum("ft,t...->f...", w, x)
+
+
+def mask_to_latent_grid(mask: torch.Tensor, latent_frames: int, compression: int, spatial: int,
+                        causal_first: bool = True) -> torch.Tensor:
+    """Video MASK [T,H,W] (H,W multiples of `spatial`) -> latent-grid mask [1,1,t,H/spatial,W/spatial] by
+    max-pooling: a latent cell is regenerated if any pixel of any frame it covers is. Causal VAEs: latent 0
+    = frame 0 alone, latent j>=1 = frames q*j-q+1..q*j; frames past the clip count as 0."""
+    m = mask.float()
+    sp = torch.nn.functional.max_pool2d(m[:, None], kernel_size=spatial, stride=spatial)[:, 0]   # [T,h,w]
+    out = sp.new_zeros((latent_frames,) + tuple(sp.shape[1:]))
+    q = compression
+    for j in range(latent_frames):
+        if causal_first:
+            lo, hi = (0, 1) if j == 0 else (q * j - q + 1, q * j + 1)
+        else:
+            lo, hi = q * j, q * j + q
+        lo, hi = min(lo, sp.shape[0]), min(hi, sp.shape[0])
+        if hi > lo:
+            out[j] = sp[lo:hi].amax(0)
+    return out[None, None]

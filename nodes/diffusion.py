@@ -1,0 +1,172 @@
+"""Video-diffusion nodes: feature extraction (HeFT / DiffTrack / TED style) and counterfactual regeneration
+(Point Prompting), both over a ComfyUI MODEL + VAE through backbones/ (never model internals here)."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..backbones.comfy_native import backbone_from_model
+from ..backbones.protocol import FeatureSpec, ImageCond
+from ..kernels.checks import check_mask, check_video
+from .common import Features, Progress, category
+
+SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1) are "
+             "resized to the nearest multiples inside the node; outputs are reported in the input's pixels.")
+
+
+def parse_int_list(name: str, text: str) -> list[int] | None:
+    """'' -> None (all); '1, 3' -> [1, 3]."""
+    s = (text or "").strip()
+    if not s:
+        return None
+    try:
+        vals = [int(p) for p in s.replace(";", ",").split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 0 for v in vals):
+        raise ValueError(f"{name}: expected non-negative integers, got {text!r}")
+    return vals
+
+
+def _first_frame(name: str, image, size: tuple[int, int]) -> torch.Tensor:
+    img = check_video(name, image)
+    if tuple(img.shape[1:3]) != tuple(size):
+        raise ValueError(f"{name}: is {img.shape[1]}x{img.shape[2]} but the frames are {size[0]}x{size[1]}")
+    return img[:1, ..., :3].float()
+
+
+class VDT_ExtractDiffusionFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_ExtractDiffusionFeatures",
+            display_name="VDT Extract Diffusion Features",
+            category=category("diffusion"),
+            description="One conditional forward pass of a video diffusion model on the slightly noised clip; "
+                        "captures a block output or the per-head self-attention query/key (after QK-norm) of one "
+                        "layer, per video frame. Long clips run in overlapping windows. " + SIZE_NOTE,
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1/2.2 diffusion model (Load Diffusion Model)."),
+                io.Vae.Input("vae", tooltip="The model's VAE (Wan 2.1 VAE for Wan 2.1 and Wan 2.2 14B)."),
+                io.Image.Input("images", tooltip="The clip [frames,H,W,3]."),
+                io.Int.Input("layer", default=18, min=0, max=255,
+                             tooltip="Transformer block index (0-based). HeFT: 18 for Wan2.1-1.3B and Cosmos-2B."),
+                io.Combo.Input("kind", options=["k", "q", "block"], default="k",
+                               tooltip="k/q: self-attention key/query per head [frames,heads,128,h,w] (HeFT and "
+                                       "DiffTrack use keys/queries); block: the block output [frames,C,h,w]."),
+                io.Combo.Input("rope", options=["after", "before"], default="after",
+                               tooltip="q/k after RoPE (what attention sees; HeFT/DiffTrack) or before it."),
+                io.Float.Input("noise_level", default=0.02, min=0.0, max=1.0, step=0.005,
+                               tooltip="Fraction of the model's own schedule (ComfyUI denoise sense; 1 = pure "
+                                       "noise). HeFT's last of 50 steps = 0.02. Ignored when timestep > 0."),
+                io.Int.Input("timestep", default=0, min=0, max=1000,
+                             tooltip="Paper timestep t of 1000 (the value the model's time embedding gets). "
+                                     "0 = use noise_level; > 0 takes precedence over noise_level."),
+                io.String.Input("heads", default="",
+                                tooltip="Heads to keep for q/k, e.g. '1' or '1,6'; empty = all heads."),
+                io.Int.Input("window", default=0, min=0, max=1024,
+                             tooltip="Video frames per window (rounded down to 4k+1 for Wan); 0 = model default "
+                                     "(81 for Wan)."),
+                io.Int.Input("overlap", default=0, min=0, max=1023,
+                             tooltip="Frames shared by consecutive windows (split in the middle; a short final "
+                                     "window borrows earlier frames and drops their features)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed (same inputs + seed = same features)."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Text conditioning (umT5 for Wan); default: empty prompt as an "
+                                              "all-zero context."),
+                io.ClipVisionOutput.Input("clip_vision_output", optional=True,
+                                          tooltip="Only for Wan 2.1 I2V models with first-frame conditioning: "
+                                                  "the CLIP vision encoding of frame 0."),
+                io.Boolean.Input("condition_on_first_frame", default=False, optional=True,
+                                 tooltip="Image-to-video models only: condition each window on its first frame "
+                                         "(off = no image conditioning, as HeFT)."),
+            ],
+            outputs=[Features.Output(display_name="features",
+                                     tooltip="VDT_FEATURES: per-frame features, stride and frame size.")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, images, layer=18, kind="k", rope="after", noise_level=0.02, timestep=0,
+                heads="", window=0, overlap=0, seed=0, conditioning=None, clip_vision_output=None,
+                condition_on_first_frame=False) -> io.NodeOutput:
+        frames = check_video("images", images)
+        bb = backbone_from_model(model, vae, text=conditioning)
+        level = bb.level_from_timestep(float(timestep)) if int(timestep) > 0 else float(noise_level)
+        head_list = parse_int_list("heads", heads)
+        spec = FeatureSpec([int(layer)], kinds=(kind,), heads=head_list, rope=rope, window=int(window),
+                           overlap=int(overlap))
+        cond = None
+        if condition_on_first_frame or clip_vision_output is not None:
+            cond = ImageCond(frames[:1, ..., :3].float(), clip_vision_output, conditioning)
+        from ..backbones.windows import plan_windows
+        n_windows = len(plan_windows(frames.shape[0], spec.window or bb.default_window, spec.overlap,
+                                     quantum=bb.temporal_compression))
+        feats = bb.features(frames, level, spec, int(seed), cond=cond, progress=Progress(n_windows))
+        return io.NodeOutput(feats[spec.keys()[0]])
+
+
+class VDT_CounterfactualRegenerate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_CounterfactualRegenerate",
+            display_name="VDT Counterfactual Regenerate",
+            category=category("diffusion"),
+            description="Point Prompting: SDEdit-regenerate the clip with an image-to-video model conditioned on the "
+                        "edited (marked) first frame, pushed away from the unedited one: per step v = v_pos + "
+                        "w (v_pos - v_neg). With a mask only the masked region is regenerated (RePaint-style); "
+                        "outside it the original latent is kept. " + SIZE_NOTE,
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan image-to-video model (Wan 2.1 I2V or Wan 2.2 I2V)."),
+                io.Vae.Input("vae", tooltip="The model's VAE."),
+                io.Image.Input("images", tooltip="The clip to regenerate (usually rebalanced, marker pasted on frame 0)."),
+                io.Image.Input("edited_first_frame", tooltip="Positive image prompt: frame 0 with the marker."),
+                io.Image.Input("unedited_first_frame", tooltip="Negative image prompt: frame 0 without the marker."),
+                io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="SDEdit strength: fraction of the schedule re-run (paper: 0.5; refinement "
+                                       "0.3 in an unofficial implementation)."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Steps of the full schedule; round(steps * noise_level) are run (paper: 50)."),
+                io.Float.Input("guidance", default=8.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Counterfactual guidance w (lambda). Not given in the paper; 8 is from an "
+                                       "unofficial implementation (unverified). 0 = plain conditional sampling."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed."),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="CLIP vision model (clip_vision_h) for Wan 2.1 I2V: both first frames "
+                                            "are encoded with it. Not needed for Wan 2.2 I2V."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Regenerate only here (1 = regenerate), [frames,H,W] or one frame; pooled "
+                                      "to the latent grid (max over each 8x8 cell and 4-frame group)."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Text conditioning for both branches; default: empty prompt."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The regenerated clip, same size as the input.")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, images, edited_first_frame, unedited_first_frame, noise_level=0.5, steps=50,
+                guidance=8.0, seed=0, clip_vision=None, mask=None, conditioning=None) -> io.NodeOutput:
+        frames = check_video("images", images)
+        T, H, W = frames.shape[:3]
+        edited = _first_frame("edited_first_frame", edited_first_frame, (H, W))
+        unedited = _first_frame("unedited_first_frame", unedited_first_frame, (H, W))
+        if mask is not None:
+            mask = check_mask("mask", mask, frames=T, size=(H, W), allow_empty=False)
+        if float(guidance) < 0:
+            raise ValueError(f"guidance: {guidance} must be >= 0")
+        bb = backbone_from_model(model, vae, text=conditioning)
+        cvo_pos = cvo_neg = None
+        if clip_vision is not None:
+            cvo_pos = clip_vision.encode_image(edited, crop=False)
+            cvo_neg = clip_vision.encode_image(unedited, crop=False)
+        pos = ImageCond(edited, cvo_pos, conditioning)
+        neg = ImageCond(unedited, cvo_neg, conditioning)
+        progress = Progress(bb.regen_steps(float(noise_level), int(steps)))
+        out = bb.regenerate(frames[..., :3].float(), float(noise_level), pos, neg, float(guidance), int(steps),
+                            mask=mask, seed=int(seed), progress=progress)
+        return io.NodeOutput(out.to(frames.device))
+
+
+NODES = [VDT_ExtractDiffusionFeatures, VDT_CounterfactualRegenerate]

@@ -1,0 +1,247 @@
+"""ComfyUI-native Wan adapter on tiny models loaded through ComfyUI's own loaders."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import comfy.samplers
+from comfy.ldm.flux.math import apply_rope1
+
+from vdtrack.backbones.capture import DitCapture, inverse_rope
+from vdtrack.backbones.comfy_wan import ComfyWanBackbone
+from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
+from vdtrack.backbones import schedules
+
+from .conftest import synthetic_clip
+
+
+def _denoised(patcher, x0, sigma, conds, seed=0, capture=None):
+    """ComfyUI's denoised prediction at sigma for x = noise_to(x0) (one model call, cfg 1)."""
+    m = patcher.clone()
+    if capture is not None:
+        capture.install(m)
+    res = {}
+
+    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        res["x"] = x.clone()
+        res["den"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
+        return x
+
+    g = comfy.samplers.CFGGuider(m)
+    g.set_conds(conds, conds)
+    g.set_cfg(1.0)
+    noise = schedules.seeded_noise(x0.shape, seed)
+    g.sample(noise, patcher.model.process_latent_out(x0), comfy.samplers.KSAMPLER(one),
+             torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
+    return res
+
+
+def _state(patcher):
+    dm = patcher.model.diffusion_model
+    sd = {k: v.clone() for k, v in dm.state_dict().items()}
+    hooks = sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in dm.modules())
+    to = patcher.model_options.get("transformer_options", {})
+    return sd, hooks, repr(sorted(to.keys())), repr(to.get("patches_replace", {}))
+
+
+def test_protocol_attributes(wan_t2v, wan_vae):
+    bb = ComfyWanBackbone(wan_t2v, wan_vae)
+    assert isinstance(bb, VideoBackbone)
+    assert (bb.family, bb.num_layers, bb.num_heads, bb.head_dim) == ("wan", 4, 2, 128)
+    assert bb.spatial_stride == 16 and bb.temporal_compression == 4 and bb.default_window == 81
+    assert bb.rope_groups == (44, 42, 42)
+
+
+def test_capture_is_read_only_and_leaves_model_unchanged(wan_t2v, wan_vae):
+    bb = ComfyWanBackbone(wan_t2v, wan_vae)
+    before = _state(wan_t2v)
+    x0 = bb.encode(synthetic_clip(9, 32, 48))
+    conds = bb._conds(None, {})
+    plain = _denoised(wan_t2v, x0, 0.6, conds)
+    spec = FeatureSpec([1, 3], kinds=("block", "q", "k"))
+    cap = DitCapture(spec, bb.num_heads, stop_early=False)
+    hooked = _denoised(wan_t2v, x0, 0.6, conds, capture=cap)
+    assert torch.equal(plain["den"], hooked["den"])
+    assert set(cap.store) == {"block1", "q1", "k1", "block3", "q3", "k3"}
+    f1 = bb.features(synthetic_clip(9, 32, 48), 0.3, spec, seed=5)
+    f2 = bb.features(synthetic_clip(9, 32, 48), 0.3, spec, seed=5)
+    for k in f1:
+        assert torch.equal(f1[k]["features"], f2[k]["features"])
+    after = _state(wan_t2v)
+    assert before[1:] == after[1:] and before[1] == 0
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+
+
+def test_noised_latent_seen_by_model_is_noise_to(wan_t2v, wan_vae):
+    bb = ComfyWanBackbone(wan_t2v, wan_vae)
+    x0 = bb.encode(synthetic_clip(5, 32, 32))
+    level = 0.4
+    seen = _denoised(wan_t2v, x0, bb.sigma_at(level), bb._conds(None, {}), seed=7)["x"]
+    # KSAMPLER hands the sampler the noised latent in model space
+    assert torch.allclose(seen, bb.noise_to(x0, level, seed=7), atol=1e-5)
+
+
+def test_qk_after_and_before_rope_match_the_module(wan_t2v, wan_vae):
+    """Reference: a temporary forward hook on block 2's norm_k (removed in finally) gives k before RoPE."""
+    bb = ComfyWanBackbone(wan_t2v, wan_vae)
+    clip = synthetic_clip(5, 32, 48)
+    dm = wan_t2v.model.diffusion_model
+    ref = {}
+    h = dm.blocks[2].self_attn.norm_k.register_forward_hook(lambda m, a, o: ref.setdefault("k", o.detach()))
+    try:
+        after = bb.features(clip, 0.2, FeatureSpec([2], kinds=("k",), rope="after"), seed=1)["k2"]
+    finally:
+        h.remove()
+    before = bb.features(clip, 0.2, FeatureSpec([2], kinds=("k",), rope="before"), seed=1)["k2"]
+    x0 = bb.encode(clip)
+    t, hh, ww = x0.shape[2], x0.shape[3] // 2, x0.shape[4] // 2
+    k_ref = ref["k"].reshape(1, t * hh * ww, 2, 128)
+    freqs = dm.rope_encode(t, hh * 2, ww * 2, device=k_ref.device, dtype=k_ref.dtype)
+    k_ref_after = apply_rope1(k_ref, freqs)
+    # features are per video frame; video frame 0 is latent frame 0 exactly
+    grid = lambda k: k[0].reshape(t, hh, ww, 2, 128).permute(0, 3, 4, 1, 2)[0]
+    assert torch.allclose(before["features"][0], grid(k_ref), atol=1e-4)
+    assert torch.allclose(after["features"][0], grid(k_ref_after), atol=1e-4)
+    assert not torch.allclose(before["features"][0], after["features"][0], atol=1e-3)
+    # inverse_rope undoes apply_rope1
+    assert torch.allclose(inverse_rope(k_ref_after, freqs), k_ref, atol=1e-5)
+
+
+def test_stop_early_runs_fewer_blocks(wan_t2v, wan_vae):
+    calls = []
+    counted = wan_t2v.clone()
+    for i in range(4):
+        counted.set_model_patch_replace(
+            lambda args, extra, i=i: (calls.append(i), extra["original_block"](args))[1], "dit", "double_block", i)
+    bb = ComfyWanBackbone(counted, wan_vae)
+    clip = synthetic_clip(5, 32, 32)
+    bb.features(clip, 0.5, FeatureSpec([0], kinds=("block",)), seed=0)
+    assert calls == [0]
+    calls.clear()
+    bb.features(clip, 0.5, FeatureSpec([2], kinds=("k",)), seed=0)
+    assert calls == [0, 1, 2]
+    calls.clear()
+    bb.features(clip, 0.5, FeatureSpec([3, 1], kinds=("block", "k")), seed=0)
+    assert calls == [0, 1, 2, 3]
+
+
+def test_level_timestep_round_trip_and_noise_statistics(wan_t2v, wan_vae):
+    bb = ComfyWanBackbone(wan_t2v, wan_vae)
+    ms = wan_t2v.get_model_object("model_sampling")
+    for level in (0.0, 0.1, 0.5, 0.93, 1.0):
+        assert bb.level_from_timestep(bb.timestep_from_level(level)) == pytest.approx(level, abs=1e-9)
+        assert bb.sigma_at(level) == pytest.approx(ms.percent_to_sigma(1.0 - level), abs=1e-6)
+    assert bb.timestep_from_level(0.5) == pytest.approx(1000 * 8 * 0.5 / (1 + 7 * 0.5))
+    z = torch.zeros(1, 16, 8, 32, 32)
+    for level in (0.2, 0.7):
+        s = bb.sigma_at(level)
+        assert bb.noise_to(z, level, seed=3).std().item() == pytest.approx(s, rel=0.02)
+        c = torch.full_like(z, 2.0)
+        assert bb.noise_to(c, level, seed=3).mean().item() == pytest.approx(2.0 * (1 - s), abs=0.01 * s + 1e-3)
+    assert torch.equal(bb.noise_to(z, 0.0, seed=1), z)
+
+
+def _reference_guided_euler(bb, x0, level, steps, pos, neg, w, seed):
+    """Plain Euler on den = den_pos + w (den_pos - den_neg), each branch a separate cfg-1 ComfyUI call."""
+    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "simple", steps).float()
+    sig = schedules.sdedit_tail(full, level, bb.sigma_at(level))
+    x = bb.noise_to(x0, level, seed)
+    for i in range(len(sig) - 1):
+        s, s_next = float(sig[i]), float(sig[i + 1])
+        dp = _denoised_at(bb, x, s, pos)
+        den = dp if w == 0 else dp + w * (dp - _denoised_at(bb, x, s, neg))
+        x = x + (s_next - s) * (x - den) / s
+    return x
+
+
+def _denoised_at(bb, x, s, conds):
+    """Denoised prediction for an already-noised model-space x: with an all-zero latent ComfyUI's own
+    noise scaling gives (1-s)*0 + s*(x/s) = x."""
+    zero = torch.zeros_like(x)
+    m = bb.model.clone()
+    res = {}
+
+    def one(model, xx, sigmas, extra_args=None, callback=None, disable=None):
+        res["den"] = model(xx, sigmas[0] * xx.new_ones([xx.shape[0]]), **extra_args)
+        return xx
+
+    g = comfy.samplers.CFGGuider(m)
+    g.set_conds(conds, conds)
+    g.set_cfg(1.0)
+    g.sample(x / s, zero, comfy.samplers.KSAMPLER(one), torch.tensor([s, 0.0]), disable_pbar=True, seed=0)
+    return res["den"]
+
+
+@pytest.fixture()
+def i2v_setup(wan_i2v, wan_vae):
+    bb = ComfyWanBackbone(wan_i2v, wan_vae)
+    clip = synthetic_clip(9, 32, 32, seed=2)
+    edited = clip[:1].clone()
+    edited[0, 12:16, 12:16] = torch.tensor([1.0, 0.0, 0.0])
+    x0 = bb.encode(clip)
+    pos = bb._conds(None, bb._image_extra(ImageCond(edited), 9, (32, 32), need_image=True))
+    neg = bb._conds(None, bb._image_extra(ImageCond(clip[:1]), 9, (32, 32), need_image=True))
+    return bb, clip, x0, pos, neg
+
+
+def test_guidance_zero_is_plain_conditional_sampling(i2v_setup):
+    bb, clip, x0, pos, neg = i2v_setup
+    out = bb.regenerate_latent(x0, 0.5, pos, neg, 0.0, 8, seed=4)
+    ref = _reference_guided_euler(bb, x0, 0.5, 8, pos, neg, 0.0, seed=4)
+    assert torch.allclose(out, ref, atol=1e-4)
+    out_neg = bb.regenerate_latent(x0, 0.5, pos, pos, 0.0, 8, seed=4)
+    assert torch.equal(out, out_neg)          # w = 0 never looks at the negative
+
+
+def test_guidance_formula_pos_plus_w_pos_minus_neg(i2v_setup):
+    bb, clip, x0, pos, neg = i2v_setup
+    out = bb.regenerate_latent(x0, 0.5, pos, neg, 3.0, 6, seed=1)
+    ref = _reference_guided_euler(bb, x0, 0.5, 6, pos, neg, 3.0, seed=1)
+    assert torch.allclose(out, ref, atol=1e-4)
+    plain = bb.regenerate_latent(x0, 0.5, pos, neg, 0.0, 6, seed=1)
+    assert (out - plain).abs().max() > 1e-3
+
+
+def test_mask_keeps_original_latent_outside(i2v_setup):
+    bb, clip, x0, pos, neg = i2v_setup
+    mask = torch.zeros(1, 1, x0.shape[2], x0.shape[3], x0.shape[4])
+    mask[..., 1:3, 1:3] = 1.0
+    out = bb.regenerate_latent(x0, 0.6, pos, neg, 2.0, 6, latent_mask=mask, seed=0)
+    assert ((out - x0) * (1 - mask)).abs().max() < 1e-5
+    assert ((out - x0) * mask).abs().max() > 1e-3
+
+
+def test_regenerate_frames_shape_progress_and_validation(i2v_setup, wan_t2v, wan_vae):
+    bb, clip, x0, pos, neg = i2v_setup
+    ticks = []
+    video = bb.regenerate(clip[:7], 0.5, ImageCond(clip[:1]), ImageCond(clip[:1]), 1.0, 8,
+                          mask=torch.ones(7, 32, 32), seed=0, progress=lambda: ticks.append(1))
+    assert video.shape == (7, 32, 32, 3) and len(ticks) == bb.regen_steps(0.5, 8) == 4
+    assert torch.isfinite(video).all()
+    t2v = ComfyWanBackbone(wan_t2v, wan_vae)
+    with pytest.raises(ValueError, match="model"):
+        t2v.regenerate(clip, 0.5, ImageCond(clip[:1]), ImageCond(clip[:1]), 1.0, 4)
+
+
+def test_i2v_with_clip_needs_clip_vision(wan_i2v_clip, wan_vae):
+    bb = ComfyWanBackbone(wan_i2v_clip, wan_vae)
+    assert bb.uses_clip and bb.image_input
+    clip = synthetic_clip(5, 32, 32)
+    with pytest.raises(ValueError, match="clip_vision"):
+        bb.regenerate(clip, 0.5, ImageCond(clip[:1]), ImageCond(clip[:1]), 1.0, 4)
+
+    class CVO:
+        penultimate_hidden_states = torch.randn(1, 257, 1280) * 0.1
+    out = bb.regenerate(clip, 0.5, ImageCond(clip[:1], CVO()), ImageCond(clip[:1], CVO()), 1.0, 4)
+    assert out.shape == clip.shape
+
+
+def test_resizes_to_model_grid_and_reports_stride(wan_t2v, wan_vae):
+    bb = ComfyWanBackbone(wan_t2v, wan_vae)
+    f = bb.features(synthetic_clip(5, 30, 50), 0.1, FeatureSpec([0], kinds=("k",), heads=[0]), seed=0)["k0"]
+    assert f["features"].shape == (5, 1, 128, 2, 3)          # 32x48 model size -> 2x3 tokens
+    assert f["frame_size"] == (30, 50) and f["stride"] == pytest.approx((15.0, 50 / 3))
+    with pytest.raises(ValueError, match="layer"):
+        bb.features(synthetic_clip(5, 32, 32), 0.1, FeatureSpec([4]), seed=0)
+    with pytest.raises(ValueError, match="vae"):
+        ComfyWanBackbone(wan_t2v, object())

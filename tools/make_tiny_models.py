@@ -1,0 +1,127 @@
+"""Build tiny, randomly initialised Wan models in ComfyUI's native key layout (for tests and demo workflows).
+
+They load through ComfyUI's own loaders: UNETLoader (comfy.sd.load_diffusion_model) detects the Wan DiT
+from its keys (head_dim 128 and text_dim 4096 are what the detector assumes) and VAELoader detects the
+Wan 2.1 VAE from `decoder.middle.0.residual.0.gamma` (its width from `decoder.head.0.gamma`).
+
+Files (under <models>/diffusion_models and <models>/vae):
+  vdtrack_tiny_wan_t2v.safetensors       Wan 2.1 T2V layout, dim 256, 2 heads, 4 layers
+  vdtrack_tiny_wan_i2v.safetensors       Wan 2.2-I2V layout (in_dim 36 = noise 16 + mask 4 + image 16, no CLIP)
+  vdtrack_tiny_wan_i2v_clip.safetensors  Wan 2.1-I2V layout (in_dim 36 + CLIP-vision image tokens), 2 layers
+  vdtrack_tiny_wan_vae.safetensors       Wan 2.1 VAE (8x spatial, 4x temporal, 16 latent channels), width 8
+
+Weights are seeded (same bytes every run) and stored in fp16 (DiT) / fp32 (VAE); the total is about 20 MB.
+CLI:  python tools/make_tiny_models.py <ComfyUI models dir>
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+T2V_NAME = "vdtrack_tiny_wan_t2v.safetensors"
+I2V_NAME = "vdtrack_tiny_wan_i2v.safetensors"
+I2V_CLIP_NAME = "vdtrack_tiny_wan_i2v_clip.safetensors"
+VAE_NAME = "vdtrack_tiny_wan_vae.safetensors"
+
+DIM, FFN, HEAD_DIM, TEXT_DIM = 256, 512, 128, 4096
+VAE_WIDTH = 8
+
+
+def _init_(module: torch.nn.Module, seed: int) -> None:
+    """ComfyUI's ops allocate with torch.empty: give every parameter a seeded value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("gamma",) or (p.ndim == 1 and "norm" in name and leaf == "weight"):
+                p.fill_(1.0)
+            elif p.ndim == 1:
+                p.zero_()
+            else:
+                fan_in = p[0].numel() if p.ndim >= 2 else p.numel()
+                std = 0.02 if "modulation" in name or "emb_pos" in name else min(0.02, fan_in ** -0.5)
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def _comfy_cpu_if_no_gpu() -> None:
+    """ComfyUI's device probe fails on a CPU-only torch unless told --cpu before its first import."""
+    if "comfy.model_management" not in sys.modules and not torch.cuda.is_available():
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = True
+
+
+def _wan_dit(model_type: str, in_dim: int, num_layers: int, seed: int) -> dict[str, torch.Tensor]:
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    m = WanModel(model_type=model_type, in_dim=in_dim, dim=DIM, ffn_dim=FFN, num_heads=DIM // HEAD_DIM,
+                 num_layers=num_layers, out_dim=16, text_dim=TEXT_DIM, operations=comfy.ops.disable_weight_init)
+    _init_(m, seed)
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
+
+
+def _wan_vae(seed: int) -> dict[str, torch.Tensor]:
+    from comfy.ldm.wan.vae import WanVAE
+
+    v = WanVAE(dim=VAE_WIDTH, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+               temperal_downsample=[False, True, True], dropout=0.0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in v.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+            elif p.ndim == 1:
+                p.zero_()
+            else:
+                fan_in = p[0].numel()
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (3.0 / fan_in) ** 0.5)
+    return {k: t.detach().float().contiguous() for k, t in v.state_dict().items()}
+
+
+def build_tiny_models(dest_models_dir: str, overwrite: bool = False) -> dict[str, str]:
+    """Write the tiny models into <dest>/diffusion_models and <dest>/vae. Returns {kind: path}.
+
+    Needs ComfyUI importable (its classes define the key layout). Existing files are kept unless overwrite.
+    """
+    _comfy_cpu_if_no_gpu()
+    dm_dir = os.path.join(dest_models_dir, "diffusion_models")
+    vae_dir = os.path.join(dest_models_dir, "vae")
+    os.makedirs(dm_dir, exist_ok=True)
+    os.makedirs(vae_dir, exist_ok=True)
+    jobs = {
+        "wan_t2v": (os.path.join(dm_dir, T2V_NAME), lambda: _wan_dit("t2v", 16, 4, seed=1)),
+        "wan_i2v": (os.path.join(dm_dir, I2V_NAME), lambda: _wan_dit("t2v", 36, 2, seed=2)),
+        "wan_i2v_clip": (os.path.join(dm_dir, I2V_CLIP_NAME), lambda: _wan_dit("i2v", 36, 2, seed=3)),
+        "wan_vae": (os.path.join(vae_dir, VAE_NAME), lambda: _wan_vae(seed=4)),
+    }
+    out = {}
+    for kind, (path, make) in jobs.items():
+        if overwrite or not os.path.exists(path):
+            tmp = path + ".tmp"
+            save_file(make(), tmp)
+            os.replace(tmp, path)
+        out[kind] = path
+    return out
+
+
+def _main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models_dir", help="ComfyUI models folder (files go to diffusion_models/ and vae/)")
+    ap.add_argument("--comfyui", default=os.environ.get("VDT_COMFYUI_DIR", ""),
+                    help="ComfyUI source folder when `comfy` is not importable yet")
+    ap.add_argument("--overwrite", action="store_true")
+    a = ap.parse_args(argv)
+    if a.comfyui:
+        sys.path.append(a.comfyui)
+    for kind, path in build_tiny_models(a.models_dir, overwrite=a.overwrite).items():
+        print(f"{kind}: {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
