@@ -1,0 +1,434 @@
+"""Loading diffusers components offline, and what every diffusers adapter shares.
+
+Sources (always local_files_only, safetensors only, never a hub id):
+- a folder (ComfyUI models/diffusers/<name>/) with model_index.json and one subfolder per component,
+  or a bare component folder (config.json + diffusion_pytorch_model*.safetensors);
+- a single .safetensors file (diffusers key layout) + the config shipped in backbones/configs/<family>/.
+
+The model objects are owned by the adapter (not ComfyUI's shared modules), so forward hooks are fine;
+`Capture` removes them in `finally` and can stop the forward pass after the deepest requested layer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from .protocol import check_level, feature_dict
+from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
+from .windows import latent_time_to_frames, pad_frames, plan_windows
+
+CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+FAMILIES = ("i2vgen", "svd", "cogvideox", "wan")
+# known prefixes of single files that hold one denoiser in diffusers key layout
+_PREFIXES = ("model.diffusion_model.", "unet.", "transformer.", "model.")
+
+# CLIP image normalisation (OpenAI CLIP / OpenCLIP ViT-H use these), used when the folder has no
+# feature_extractor/preprocessor_config.json
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def shipped_config_dir(family: str, component: str = "") -> str:
+    d = os.path.join(CONFIG_ROOT, family, component) if component else os.path.join(CONFIG_ROOT, family)
+    if not os.path.isfile(os.path.join(d, "config.json")):
+        raise ValueError(f"family: no shipped config for '{family}' {component} ({d})")
+    return d
+
+
+def component_dir(root: str, component: str) -> Optional[str]:
+    """The folder holding `component` inside a diffusers layout, or None."""
+    d = os.path.join(root, component)
+    return d if os.path.isfile(os.path.join(d, "config.json")) else None
+
+
+def _weights_variant(folder: str) -> Optional[str]:
+    """None for plain weights files, "fp16" for diffusion_pytorch_model.fp16.safetensors, etc."""
+    names = set(os.listdir(folder))
+    for base in ("diffusion_pytorch_model", "model"):
+        if f"{base}.safetensors" in names or f"{base}.safetensors.index.json" in names:
+            return None
+    for n in sorted(names):
+        m = re.fullmatch(r"(?:diffusion_pytorch_model|model)\.([A-Za-z0-9_-]+)\.safetensors(?:\.index\.json)?", n)
+        if m:
+            return m.group(1)
+    if any(n.endswith((".bin", ".ckpt", ".pt", ".pth")) for n in names):
+        raise ValueError(f"model: {folder} holds pickle weights only; vdtrack loads safetensors only")
+    raise ValueError(f"model: no safetensors weights in {folder}")
+
+
+def load_from_folder(cls, folder: str, dtype: torch.dtype):
+    """cls.from_pretrained on a local component folder (safetensors, local files only)."""
+    variant = _weights_variant(folder)
+    return cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=dtype,
+                               variant=variant).eval()
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    if set(sd) & expected:
+        return sd
+    for p in _PREFIXES:
+        cut = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+        if cut and set(cut) & expected:
+            return cut
+    return sd
+
+
+def load_from_single_file(cls, file: str, config_dir: str, dtype: torch.dtype):
+    """Build cls from config_dir/config.json and load a diffusers-layout .safetensors strictly."""
+    if not file.endswith(".safetensors"):
+        raise ValueError(f"model: '{os.path.basename(file)}' is not a .safetensors file")
+    model = cls.from_config(cls.load_config(config_dir))
+    expected = set(model.state_dict())
+    sd = _strip_prefix(load_file(file), expected)
+    missing, unexpected = expected - set(sd), set(sd) - expected
+    if missing or unexpected:
+        raise ValueError(
+            f"model: '{os.path.basename(file)}' does not match {cls.__name__} with config {config_dir}: "
+            f"{len(missing)} missing keys (e.g. {sorted(missing)[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {sorted(unexpected)[:3]}). Single files must be in diffusers key layout; files in the "
+            f"original layout load natively in ComfyUI.")
+    model.load_state_dict(sd, strict=True)
+    return model.to(dtype).eval()
+
+
+def load_denoiser(cls, source: str, component: str, family: str, dtype: torch.dtype, config_dir: str = ""):
+    """The family's denoiser from a folder (model_index layout or bare component) or a single file."""
+    if os.path.isdir(source):
+        folder = component_dir(source, component) or (source if os.path.isfile(os.path.join(source, "config.json"))
+                                                      else None)
+        if folder is None:
+            raise ValueError(f"model: '{source}' has neither {component}/config.json nor config.json")
+        return load_from_folder(cls, folder, dtype)
+    if os.path.isfile(source):
+        return load_from_single_file(cls, source, config_dir or shipped_config_dir(family, component), dtype)
+    raise ValueError(f"model: '{source}' does not exist")
+
+
+def load_optional(cls, source: str, component: str, dtype: torch.dtype):
+    """A companion component (vae, image_encoder, ...) from a diffusers folder, or None if absent."""
+    if not os.path.isdir(source):
+        return None
+    folder = component_dir(source, component)
+    return None if folder is None else load_from_folder(cls, folder, dtype)
+
+
+def load_vae(cls, source: str, vae_file: str, family: str, dtype: torch.dtype):
+    """The VAE: `vae/` inside the model folder, else a separate single file + shipped vae config."""
+    vae = load_optional(cls, source, "vae", dtype)
+    if vae is None and vae_file:
+        if os.path.isdir(vae_file):
+            vae = load_denoiser(cls, vae_file, "vae", family, dtype)
+        else:
+            vae = load_from_single_file(cls, vae_file, shipped_config_dir(family, "vae"), dtype)
+    if vae is None:
+        raise ValueError(f"vae: '{os.path.basename(source)}' has no vae/ folder; choose a VAE file or folder")
+    return vae
+
+
+def scheduler_config(source: str, family: str) -> dict:
+    """scheduler/scheduler_config.json of the folder, else the one shipped for the family."""
+    for d in ((os.path.join(source, "scheduler") if os.path.isdir(source) else ""),
+              os.path.join(CONFIG_ROOT, family, "scheduler")):
+        f = os.path.join(d, "scheduler_config.json") if d else ""
+        if f and os.path.isfile(f):
+            with open(f) as fh:
+                return json.load(fh)
+    raise ValueError(f"family: no scheduler config for '{family}'")
+
+
+def clip_normalisation(source: str) -> tuple[tuple, tuple]:
+    f = os.path.join(source, "feature_extractor", "preprocessor_config.json") if os.path.isdir(source) else ""
+    if f and os.path.isfile(f):
+        with open(f) as fh:
+            c = json.load(fh)
+        return tuple(c.get("image_mean", CLIP_MEAN)), tuple(c.get("image_std", CLIP_STD))
+    return CLIP_MEAN, CLIP_STD
+
+
+# ------------------------------------------------------------------ pixels
+def to_pixels(frames: torch.Tensor, multiple: int) -> torch.Tensor:
+    """IMAGE [T,H,W,3] 0..1 -> [T,3,H',W'] in [-1,1] with H',W' the nearest multiples of `multiple`
+    (a feature grid over the resized frame spans the whole input frame: stride = H/h)."""
+    T, H, W, _ = frames.shape
+    h2 = max(multiple, int(round(H / multiple)) * multiple)
+    w2 = max(multiple, int(round(W / multiple)) * multiple)
+    x = frames.permute(0, 3, 1, 2).float()
+    if (h2, w2) != (H, W):
+        x = F.interpolate(x, size=(h2, w2), mode="bilinear", align_corners=False, antialias=True)
+    return x * 2.0 - 1.0
+
+
+def from_pixels(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[T,3,H',W'] in [-1,1] -> IMAGE [T,H,W,3] 0..1 at `size`."""
+    x = ((x.float() + 1.0) / 2.0).clamp(0, 1)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def cond_image(cond, size: tuple[int, int]) -> torch.Tensor:
+    """ImageCond (or a bare IMAGE) -> IMAGE [1,H,W,3] resized to the clip's frame size."""
+    img = getattr(cond, "image", cond)
+    if not isinstance(img, torch.Tensor):
+        raise ValueError("positive/negative: expected an ImageCond or an IMAGE tensor")
+    img = img if img.ndim == 4 else img.unsqueeze(0)
+    if img.ndim != 4 or img.shape[-1] != 3:
+        raise ValueError(f"positive/negative: image must be [1,H,W,3], got {list(img.shape)}")
+    img = img[:1].float()
+    if tuple(img.shape[1:3]) != tuple(size):
+        img = F.interpolate(img.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear", align_corners=False,
+                            antialias=True).permute(0, 2, 3, 1)
+    return img
+
+
+def clip_pixels(image: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """[B,3,H,W] in [-1,1] -> CLIP input [B,3,size,size] (resize, no crop, as the SVD pipeline)."""
+    x = F.interpolate((image.float() + 1) / 2, size=(size, size), mode="bicubic", align_corners=False,
+                      antialias=True).clamp(0, 1)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+# ------------------------------------------------------------------ capture
+class StopForward(Exception):
+    """Raised from a hook once everything requested has been captured (ends the forward early)."""
+
+
+class Capture:
+    """Forward hooks that store tensors by key and stop the forward once all `wanted` keys are in.
+
+    Use as a context manager; hooks are removed on exit whatever happens."""
+
+    def __init__(self, wanted: list[str]):
+        self.wanted = set(wanted)
+        self.store: dict[str, torch.Tensor] = {}
+        self.handles = []
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        if key in self.wanted:
+            self.store[key] = value.detach()
+            if self.wanted <= set(self.store):
+                raise StopForward()
+
+    def on_output(self, module: torch.nn.Module, key: str, pick: Callable = lambda o: o) -> None:
+        self.handles.append(module.register_forward_hook(lambda m, a, o: self.put(key, pick(o))))
+
+    def run(self, fn: Callable[[], object]) -> dict[str, torch.Tensor]:
+        try:
+            fn()
+        except StopForward:
+            pass
+        missing = self.wanted - set(self.store)
+        if missing:
+            raise RuntimeError(f"features: layers {sorted(missing)} were not reached by the forward pass")
+        return self.store
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        return False
+
+
+def check_layers(spec_layers, num_layers: int, what: str = "layer") -> None:
+    bad = [i for i in spec_layers if not (0 <= i < num_layers)]
+    if bad:
+        raise ValueError(f"{what}: {bad} out of range 0..{num_layers - 1}")
+
+
+def text_embeddings(source: str, prompt: str, max_length: int, fallback_shape: tuple[int, int],
+                    device, dtype) -> tuple[torch.Tensor, str]:
+    """Prompt embeddings [1, L, D] from the folder's text_encoder + tokenizer (transformers, local files);
+    zeros of fallback_shape when the folder has none. Returns (embeddings, how) with how "encoder" | "zeros"."""
+    enc_dir = component_dir(source, "text_encoder") if os.path.isdir(source) else None
+    tok_dir = os.path.join(source, "tokenizer") if os.path.isdir(source) else ""
+    if enc_dir is None or not os.path.isdir(tok_dir):
+        if prompt.strip():
+            raise ValueError(f"positive/negative: the prompt {prompt[:40]!r} needs a text_encoder/ and tokenizer/ "
+                             f"in the model folder; without them only the empty prompt (zeros) is available")
+        return torch.zeros((1,) + tuple(fallback_shape), device=device, dtype=dtype), "zeros"
+    import transformers
+
+    with open(os.path.join(source, "model_index.json")) as fh:
+        index = json.load(fh)
+    enc_cls = getattr(transformers, index.get("text_encoder", [None, "AutoModel"])[1])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    encoder = enc_cls.from_pretrained(enc_dir, local_files_only=True, use_safetensors=True).eval()
+    ids = tokenizer([prompt], padding="max_length", max_length=max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = encoder(ids)[0]
+    del encoder
+    return out.to(device=device, dtype=dtype), "encoder"
+
+
+class DiffusersBackbone:
+    """What the diffusers adapters share: devices, the window loop of `features`, packaging.
+
+    Subclasses set the protocol attributes and implement `encode`, `decode`, `_window_features`
+    (one forward pass over one window of frames -> {key: tensor [t_latent, ...]}) and `regenerate`."""
+
+    family = ""
+    latent_frames_per_video_frame_causal = False   # causal temporal VAE (frame 0 alone)
+    pixel_multiple = 64                             # frames are resized to multiples of this
+
+    def __init__(self, source: str, device=None, dtype=torch.float32, offload_device=None,
+                 before_use: Optional[Callable[[torch.nn.Module, torch.device], None]] = None):
+        self.source = source
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.offload_device = torch.device(offload_device) if offload_device is not None else self.device
+        self.dtype = dtype
+        self.before_use = before_use          # e.g. ask ComfyUI to free memory before loading onto the GPU
+
+    # ---- device placement: the models live on offload_device between calls
+    def _modules(self) -> list[torch.nn.Module]:
+        raise NotImplementedError
+
+    def _to_device(self) -> None:
+        for m in self._modules():
+            if self.before_use is not None and self.device != self.offload_device:
+                self.before_use(m, self.device)
+            m.to(self.device)
+
+    def _offload(self) -> None:
+        if self.device != self.offload_device:
+            for m in self._modules():
+                m.to(self.offload_device)
+
+    # ---- features
+    def _window_features(self, frames: torch.Tensor, level: float, spec, seed: int, cond) -> dict:
+        raise NotImplementedError
+
+    def _latent_to_video(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Per-latent-frame tensor -> per-video-frame tensor (identity without temporal compression)."""
+        if self.temporal_compression == 1:
+            return x[:num_frames]
+        return latent_time_to_frames(x, num_frames, self.temporal_compression,
+                                     self.latent_frames_per_video_frame_causal)
+
+    def _feature_meta(self, key: str, level: float, spec) -> dict:
+        return {"backbone": self.family, "source": os.path.basename(self.source.rstrip("/")),
+                "layer": int(key.lstrip("blockqk")), "kind": key.rstrip("0123456789"), "noise": float(level),
+                "timestep": float(self.timestep_from_level(level)), "rope": spec.rope}
+
+    @torch.no_grad()
+    def features(self, frames, level, spec, seed, cond=None, progress=None) -> dict:
+        level = check_level(level)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"image: expected [T,H,W,3], got {list(frames.shape)}")
+        check_layers(spec.layers, self.num_layers)
+        T, H, W, _ = frames.shape
+        window = spec.window or self.default_window
+        plan = plan_windows(T, window, spec.overlap, self.window_quantum)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in spec.keys()}
+        strides: dict[str, tuple[float, float]] = {}
+        self._to_device()
+        try:
+            for w in plan:
+                clip = pad_frames(frames[w.start:w.stop], w.length).to(self.device)
+                got = self._window_features(clip, level, spec, seed + w.start, cond)
+                for k in parts:
+                    x = self._latent_to_video(got[k].float(), w.length)[: w.stop - w.start]
+                    parts[k].append(x[w.keep_start - w.start: w.keep_stop - w.start].to(self.offload_device))
+                    h, wd = got[k].shape[-2:]
+                    strides[k] = (H / h, W / wd)    # the grid spans the whole (resized) frame
+                if progress is not None:
+                    progress()
+        finally:
+            self._offload()
+        out = {}
+        for k, xs in parts.items():
+            meta = self._feature_meta(k, level, spec)
+            meta.update(window=window, overlap=spec.overlap, windows=len(plan), seed=int(seed))
+            out[k] = feature_dict(torch.cat(xs, 0), strides[k], (H, W), meta)
+        return out
+
+
+
+# ------------------------------------------------------------------ DDPM v-prediction (I2VGen-XL, CogVideoX)
+def ddpm_alphas_cumprod(scheduler_cls, config: dict) -> torch.Tensor:
+    """alphas_cumprod exactly as the family's diffusers scheduler builds it (betas, zero-SNR, SNR shift)."""
+    return scheduler_cls.from_config(config).alphas_cumprod.double()
+
+
+def vpred_ddim_sdedit(x0_latent: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, level: float,
+                      steps: int, predict_v: Callable[[torch.Tensor, int, str], torch.Tensor], guidance: float,
+                      mask: Optional[torch.Tensor] = None, progress=None) -> torch.Tensor:
+    """SDEdit with DDIM (eta 0) for a v-prediction model: start at ddpm_timestep(level) from the latent
+    noise_to makes, run the last run_steps(level, steps) steps of a `steps`-step schedule down to clean.
+    predict_v(x, t, which) with which in ("pos", "neg"); v = v_pos + w (v_pos - v_neg).
+    mask (broadcastable to x, 1 = regenerate): outside it x is reset to the noised original each step."""
+    n_train = len(alphas_cumprod)
+    t0 = ddpm_timestep(level, n_train)
+    full = torch.linspace(n_train - 1, 0, steps + 1)
+    ts = [int(round(float(t))) for t in sdedit_tail(full, level, t0)]
+    a = lambda t: float(alphas_cumprod[t])                     # noqa: E731
+    x = ddpm_noise(x0_latent, noise, a(t0))
+    for i in range(len(ts) - 1):
+        t = ts[i]
+        at, an = a(t), (a(ts[i + 1]) if i + 2 < len(ts) else 1.0)   # the last step lands on the clean latent
+        if mask is not None:
+            x = mask * x + (1 - mask) * ddpm_noise(x0_latent, noise, at)
+        v_pos = predict_v(x, t, "pos")
+        v = v_pos if guidance == 0 else v_pos + guidance * (v_pos - predict_v(x, t, "neg"))
+        x0 = at ** 0.5 * x - (1 - at) ** 0.5 * v
+        eps = (1 - at) ** 0.5 * x + at ** 0.5 * v
+        if mask is not None:
+            x0 = mask * x0 + (1 - mask) * x0_latent
+        x = an ** 0.5 * x0 + (1 - an) ** 0.5 * eps
+        if progress is not None:
+            progress()
+    if mask is not None:
+        x = mask * x + (1 - mask) * x0_latent
+    return x
+
+
+def latent_mask(mask: Optional[torch.Tensor], num_frames: int, size: tuple[int, int]) -> Optional[torch.Tensor]:
+    """MASK [T,H,W] (1 = regenerate) -> [T,1,h,w] on the latent grid (area average, then > 0 keeps any touch)."""
+    if mask is None:
+        return None
+    if mask.ndim != 3 or mask.shape[0] != num_frames:
+        raise ValueError(f"mask: expected [T,H,W] with T={num_frames}, got {list(mask.shape)}")
+    m = F.adaptive_max_pool2d(mask.float().unsqueeze(1), size)
+    return (m > 0.5).float()
+
+
+# ------------------------------------------------------------------ family dispatch
+_PIPELINE_FAMILY = {"I2VGenXLPipeline": "i2vgen", "StableVideoDiffusionPipeline": "svd",
+                    "CogVideoXPipeline": "cogvideox", "WanPipeline": "wan", "WanImageToVideoPipeline": "wan"}
+_ADAPTERS = {"i2vgen": ("diffusers_i2vgen", "I2VGenBackbone"), "svd": ("diffusers_svd", "SVDBackbone"),
+             "cogvideox": ("diffusers_cogvideox", "CogVideoXBackbone"), "wan": ("diffusers_wan", "DiffusersWanBackbone")}
+
+
+def detect_family(source: str) -> Optional[str]:
+    """The family named by a folder's model_index.json pipeline class, or None."""
+    f = os.path.join(source, "model_index.json")
+    if not os.path.isfile(f):
+        return None
+    with open(f) as fh:
+        return _PIPELINE_FAMILY.get(json.load(fh).get("_class_name", ""))
+
+
+def load_backbone(source: str, family: str = "auto", dtype=torch.float32, vae_file: str = "", **kw):
+    """Load a diffusers backbone of `family` ("auto": from the folder's model_index.json)."""
+    import importlib
+
+    if family == "auto":
+        family = detect_family(source) if os.path.isdir(source) else None
+        if family is None:
+            raise ValueError(f"family: cannot tell the family of '{os.path.basename(source)}'; choose it")
+    if family not in _ADAPTERS:
+        raise ValueError(f"family: '{family}' not in {sorted(_ADAPTERS)}")
+    module, cls = _ADAPTERS[family]
+    adapter = getattr(importlib.import_module(f".{module}", __package__), cls)
+    return adapter.load(source, dtype=dtype, vae_file=vae_file, **kw)

@@ -1,0 +1,180 @@
+"""Diffusers backbones (what ComfyUI does not load natively: I2VGen-XL, SVD as diffusers, CogVideoX, Wan)
+and the generic feature-extraction node over any VDT_BACKBONE."""
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..backbones.diffusers_common import FAMILIES, detect_family, load_backbone
+from ..backbones.protocol import FeatureSpec
+from ..backbones.windows import plan_windows
+from ..kernels.checks import check_video
+from .common import Backbone, Features, Progress, category
+
+NONE = "(from the model folder)"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _folders() -> list[str]:
+    """'diffusers/<name>' for every folder under models/diffusers with a diffusers layout."""
+    out = []
+    for root in folder_paths.get_folder_paths("diffusers"):
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            d = os.path.join(root, name)
+            if os.path.isfile(os.path.join(d, "model_index.json")) or os.path.isfile(os.path.join(d, "config.json")):
+                out.append(f"diffusers/{name}")
+    return out
+
+
+def _files(kind: str) -> list[str]:
+    return [f"{kind}/{f}" for f in folder_paths.get_filename_list(kind) if f.endswith(".safetensors")]
+
+
+def model_choices() -> list[str]:
+    return _folders() + _files("diffusion_models") + _files("checkpoints")
+
+
+def vae_choices() -> list[str]:
+    return [NONE] + _folders() + _files("vae")
+
+
+def resolve(name: str, value: str) -> str:
+    """'<folder kind>/<relative name>' from a combo -> the absolute path inside that models folder.
+    Rejects absolute paths, '..' and anything that resolves outside the folder."""
+    value = (value or "").replace("\\", "/")
+    kind, _, rel = value.partition("/")
+    if not rel or value.startswith("/") or ".." in rel.split("/") or ":" in value:
+        raise ValueError(f"{name}: '{value}' is not a model inside ComfyUI's models folders")
+    if kind not in ("diffusers", "diffusion_models", "checkpoints", "vae"):
+        raise ValueError(f"{name}: '{value}' must start with diffusers/, diffusion_models/, checkpoints/ or vae/")
+    if kind == "diffusers":
+        for root in folder_paths.get_folder_paths("diffusers"):
+            cand = os.path.realpath(os.path.join(root, rel))
+            if os.path.commonpath([cand, os.path.realpath(root)]) != os.path.realpath(root):
+                raise ValueError(f"{name}: '{value}' points outside models/diffusers")
+            if os.path.isdir(cand):
+                return cand
+        raise ValueError(f"{name}: no folder '{rel}' under models/diffusers")
+    path = folder_paths.get_full_path(kind, rel)
+    if path is None:
+        raise ValueError(f"{name}: no file '{rel}' in models/{kind}")
+    return path
+
+
+def _dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice != "auto":
+        if choice not in DTYPES:
+            raise ValueError(f"dtype: '{choice}' not in auto, {', '.join(DTYPES)}")
+        return DTYPES[choice]
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
+
+
+def _free_memory_for(module: torch.nn.Module, device: torch.device) -> None:
+    """Ask ComfyUI to unload its own models until this diffusers module fits."""
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    comfy.model_management.free_memory(size * 1.3, device)
+
+
+class VDT_LoadDiffusersBackbone(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_LoadDiffusersBackbone",
+            display_name="VDT Load Diffusers Backbone",
+            category=category("features"),
+            description="Load a video diffusion model through diffusers, offline (local files only, safetensors "
+                        "only): a folder under models/diffusers, or a single denoiser file (diffusers key layout; "
+                        "for Wan also ComfyUI's) with the config shipped in vdtrack/backbones/configs/<family>.",
+            inputs=[
+                io.Combo.Input("model", options=model_choices(),
+                               tooltip="diffusers/<folder> (model_index.json layout) or a single .safetensors file "
+                                       "from diffusion_models/ or checkpoints/."),
+                io.Combo.Input("family", options=["auto", *FAMILIES], default="auto",
+                               tooltip="Model family: auto reads the folder's model_index.json; single files need "
+                                       "it set (i2vgen = I2VGen-XL, svd = Stable Video Diffusion, cogvideox, wan)."),
+                io.Combo.Input("vae", options=vae_choices(), default=NONE,
+                               tooltip="VAE for a single-file model (a models/vae file with the family's shipped "
+                                       "config, or a diffusers folder); folders use their own vae/."),
+                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
+                               tooltip="Weights/compute dtype: auto = fp32 on CPU, bf16 (or fp16) on GPU."),
+                io.Boolean.Input("frame_as_latent", default=True,
+                                 tooltip="CogVideoX only: encode every RGB frame as its own latent frame "
+                                         "(DiffTrack; no temporal compression)."),
+            ],
+            outputs=[Backbone.Output(display_name="backbone")],
+        )
+
+    @classmethod
+    def execute(cls, model, family="auto", vae=NONE, dtype="auto", frame_as_latent=True) -> io.NodeOutput:
+        source = resolve("model", model)
+        vae_path = "" if vae in (None, "", NONE) else resolve("vae", vae)
+        device = comfy.model_management.get_torch_device()
+        kw = dict(device=device, offload_device=comfy.model_management.unet_offload_device(),
+                  before_use=_free_memory_for)
+        fam = detect_family(source) if family == "auto" and os.path.isdir(source) else family
+        if fam == "cogvideox":
+            kw["frame_as_latent"] = bool(frame_as_latent)
+        backbone = load_backbone(source, family, dtype=_dtype(dtype, device), vae_file=vae_path, **kw)
+        return io.NodeOutput(backbone)
+
+
+class VDT_ExtractBackboneFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_ExtractBackboneFeatures",
+            display_name="VDT Extract Backbone Features",
+            category=category("features"),
+            description="One noised forward pass per temporal window; returns one layer's block output or "
+                        "per-head q/k as VDT_FEATURES (time per video frame).",
+            inputs=[
+                Backbone.Input("backbone", tooltip="A VDT_BACKBONE (diffusers or ComfyUI-native adapter)."),
+                io.Image.Input("images", tooltip="The video [T,H,W,3]; resized to the model's size multiple."),
+                io.Float.Input("noise_level", default=0.3, min=0.0, max=1.0, step=0.001,
+                               tooltip="Fraction of the model's schedule (ComfyUI denoise sense, 0 = clean). "
+                                       "Ignored when timestep >= 0."),
+                io.Int.Input("timestep", default=-1, min=-1, max=1000,
+                             tooltip="Paper timestep t of 1000 (e.g. TED 300, DiffTrack 19); -1 = use noise_level."),
+                io.Int.Input("layer", default=-1, min=-1, max=200,
+                             tooltip="Block index (UNets: up block; DiTs: transformer block); -1 = the family's "
+                                     "default (I2VGen-XL/SVD 2, CogVideoX 17 clamped to the model)."),
+                io.Combo.Input("kind", options=["block", "q", "k"], default="block",
+                               tooltip="block output, or per-head self-attention queries/keys (DiTs only)."),
+                io.Int.Input("window", default=0, min=0, max=1024,
+                             tooltip="Video frames per forward pass; 0 = the model's default (I2VGen 16, SVD 14/25, "
+                                     "CogVideoX 13, Wan 81)."),
+                io.Int.Input("overlap", default=2, min=0, max=1023,
+                             tooltip="Frames shared by consecutive windows (TED uses 2)."),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=True,
+                             tooltip="Seed of the added noise."),
+            ],
+            outputs=[Features.Output(display_name="features")],
+        )
+
+    @classmethod
+    def execute(cls, backbone, images, noise_level=0.3, timestep=-1, layer=-1, kind="block", window=0, overlap=2,
+                seed=0) -> io.NodeOutput:
+        frames = check_video("images", images)
+        frames = frames[..., :3] if frames.shape[-1] >= 3 else frames.expand(-1, -1, -1, 3)
+        level = backbone.level_from_timestep(float(timestep)) if timestep >= 0 else float(noise_level)
+        if layer < 0:
+            layer = min(int(getattr(backbone, "default_layer", backbone.num_layers - 1)), backbone.num_layers - 1)
+        if layer >= backbone.num_layers:
+            raise ValueError(f"layer: {layer} outside 0..{backbone.num_layers - 1}")
+        spec = FeatureSpec(layers=[layer], kinds=(kind,), window=window, overlap=overlap)
+        used = window or backbone.default_window
+        n = len(plan_windows(frames.shape[0], used, overlap, getattr(backbone, "window_quantum",
+                                                                      backbone.temporal_compression)))
+        feats = backbone.features(frames, level, spec, int(seed), progress=Progress(n))
+        return io.NodeOutput(feats[f"{kind}{layer}"])
+
+
+NODES = [VDT_LoadDiffusersBackbone, VDT_ExtractBackboneFeatures]

@@ -1,0 +1,238 @@
+"""Tiny diffusers backbones (I2VGen-XL, SVD, CogVideoX) built by tools/make_tiny_diffusers.py: offline loading
+from a folder and from a single file + config, feature shapes/strides per video frame, the noise schedules,
+level <-> timestep, CogVideoX q/k after RoPE, and the loader/extractor nodes."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import socket
+
+import pytest
+import torch
+
+from .conftest import ROOT, synthetic_clip
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No network: the hub is off and any socket connection fails the test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("vdt_make_tiny_diffusers",
+                                                  os.path.join(ROOT, "tools", "make_tiny_diffusers.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    models = tmp_path_factory.mktemp("models")
+    built = mod.build_tiny_diffusers(str(models / "diffusers"))
+    return {"models": str(models), **built}
+
+
+@pytest.fixture(scope="module")
+def backbones(tiny):
+    from vdtrack.backbones.diffusers_common import load_backbone
+
+    return {f: load_backbone(tiny[f"tiny_{f}"]["folder"]) for f in ("i2vgen", "svd", "cogvideox")}
+
+
+@pytest.mark.parametrize("family,layer,kind,channels,stride", [
+    ("i2vgen", 2, "block", 16, 8.0), ("i2vgen", 1, "block", 32, 16.0),
+    ("svd", 2, "block", 32, 8.0), ("cogvideox", 1, "block", 32, 16.0)])
+def test_block_features_shape_and_stride(backbones, family, layer, kind, channels, stride):
+    from vdtrack.backbones.protocol import FeatureSpec
+
+    b = backbones[family]
+    frames = synthetic_clip(10, 64, 64)
+    spec = FeatureSpec(layers=[layer], kinds=(kind,), window=6, overlap=2)
+    out = b.features(frames, 0.3, spec, seed=0)
+    f = out[f"{kind}{layer}"]
+    assert f["features"].shape == (10, channels, int(64 / stride), int(64 / stride))
+    assert f["stride"] == (stride, stride) and f["frame_size"] == (64, 64)
+    assert f["meta"]["windows"] == 2 and torch.isfinite(f["features"]).all()
+    again = b.features(frames, 0.3, spec, seed=0)
+    assert torch.equal(again[f"{kind}{layer}"]["features"], f["features"])   # same seed, same features
+
+
+def test_svd_block2_is_the_third_decoder_upsampler(backbones):
+    from vdtrack.backbones.protocol import FeatureSpec
+
+    b = backbones["svd"]
+    seen = {}
+    h = b.unet.up_blocks[2].upsamplers[0].register_forward_hook(lambda m, a, o: seen.__setitem__("u", o))
+    try:
+        f = b.features(synthetic_clip(6, 64, 64), 0.2, FeatureSpec(layers=[2], kinds=("block",)), seed=1)
+    finally:
+        h.remove()
+    assert torch.equal(seen["u"].float(), f["block2"]["features"])
+
+
+def test_cogvideox_qk_after_rope_and_text_stripped(tiny, tmp_path):
+    from diffusers import CogVideoXTransformer3DModel
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    from vdtrack.backbones.diffusers_cogvideox import CogVideoXBackbone
+    from vdtrack.backbones.diffusers_common import load_backbone
+    from vdtrack.backbones.protocol import FeatureSpec
+
+    base = load_backbone(tiny["tiny_cogvideox"]["folder"])
+    torch.manual_seed(3)
+    cfg = dict(base.transformer.config)
+    cfg["use_rotary_positional_embeddings"] = True
+    tr = CogVideoXTransformer3DModel.from_config(cfg).eval()
+    b = CogVideoXBackbone(tr, base.vae, {}, source=tiny["tiny_cogvideox"]["folder"])
+    frames = synthetic_clip(5, 64, 64)
+    procs = [blk.attn1.processor for blk in tr.transformer_blocks]
+    ref = b.features(frames, 0.1, FeatureSpec(layers=[2], kinds=("block",)), seed=0)["block2"]["features"]
+    a = b.features(frames, 0.1, FeatureSpec(layers=[1, 2], kinds=("k", "q", "block"), rope="after"), seed=0)
+    bf = b.features(frames, 0.1, FeatureSpec(layers=[1], kinds=("k",), rope="before", heads=[1]), seed=0)
+    assert [blk.attn1.processor for blk in tr.transformer_blocks] == procs          # processors restored
+    assert torch.equal(a["block2"]["features"], ref)                                 # recording changes nothing
+    k_after, k_before = a["k1"]["features"][:, 1:2], bf["k1"]["features"]
+    assert k_after.shape == (5, 1, 16, 4, 4) and a["q1"]["features"].shape == (5, 2, 16, 4, 4)
+    rope = b._rope(5, 8, 8)
+    tokens = k_before.permute(1, 0, 3, 4, 2).reshape(1, 1, -1, 16)                   # [B, heads, F*h*w, hd]
+    rotated = apply_rotary_emb(tokens, rope).reshape(1, 5, 4, 4, 16).permute(1, 0, 4, 2, 3)
+    assert torch.allclose(rotated, k_after, atol=1e-5) and not torch.allclose(k_before, k_after, atol=1e-3)
+
+
+def test_single_file_loads_the_same_weights(tiny, backbones):
+    from vdtrack.backbones.diffusers_common import load_backbone
+    from vdtrack.backbones.diffusers_i2vgen import I2VGenBackbone
+    from vdtrack.backbones.diffusers_common import load_from_single_file
+    from vdtrack.backbones.protocol import FeatureSpec
+    from diffusers import I2VGenXLUNet
+
+    t = tiny["tiny_i2vgen"]
+    unet = load_from_single_file(I2VGenXLUNet, t["file"], t["config_dir"], torch.float32)
+    ref = backbones["i2vgen"]
+    b = I2VGenBackbone(unet, ref.vae, {"prediction_type": "v_prediction", "beta_schedule": "scaled_linear",
+                                       "beta_start": 0.00085, "beta_end": 0.012, "rescale_betas_zero_snr": True},
+                       source=t["folder"], image_encoder=ref.image_encoder)
+    spec = FeatureSpec(layers=[2], kinds=("block",))
+    frames = synthetic_clip(4, 64, 64)
+    assert torch.equal(b.features(frames, 0.4, spec, 0)["block2"]["features"],
+                       ref.features(frames, 0.4, spec, 0)["block2"]["features"])
+    # a file that does not match the config names the input
+    with pytest.raises(ValueError, match="model:"):
+        load_backbone(tiny["tiny_svd"]["file"], "i2vgen", vae_file=t["folder"])
+
+
+def test_noise_statistics_follow_the_schedule(backbones):
+    x = torch.zeros(1, 4, 16, 32, 32)
+    for fam in ("i2vgen", "cogvideox"):
+        b = backbones[fam]
+        t = int(b.timestep_from_level(0.5))
+        abar = float(b.alphas_cumprod[t])
+        n = b.noise_to(x, 0.5, seed=0)
+        assert n.std().item() == pytest.approx(math.sqrt(1 - abar), rel=0.02)
+        assert b.noise_to(x + 1, 0.5, seed=0).mean().item() == pytest.approx(math.sqrt(abar), abs=0.02)
+        assert torch.equal(b.noise_to(x, 0.5, seed=0), n)
+    svd = backbones["svd"]
+    s = svd.sigma_from_level(0.3)
+    assert svd.noise_to(x, 0.3, seed=1).std().item() == pytest.approx(s, rel=0.02)
+    # I2VGen-XL's zero terminal SNR: pure noise at level 1; CogVideoX-2B's SNR shift makes t=999 pure noise too
+    assert float(backbones["i2vgen"].alphas_cumprod[-1]) < 1e-6
+
+
+@pytest.mark.parametrize("family", ["i2vgen", "svd", "cogvideox"])
+def test_level_timestep_round_trip(backbones, family):
+    b = backbones[family]
+    for level in (0.05, 0.3, 0.6, 0.9):
+        assert b.level_from_timestep(b.timestep_from_level(level)) == pytest.approx(level, abs=1e-3)
+    if family != "svd":
+        assert b.timestep_from_level(b.level_from_timestep(300)) == 300.0      # TED's t = 300
+        assert b.timestep_from_level(b.level_from_timestep(19)) == 19.0        # DiffTrack's t = 19
+
+
+@pytest.mark.parametrize("family", ["i2vgen", "svd", "cogvideox"])
+def test_regenerate_guided_masked(backbones, family):
+    from vdtrack.backbones.protocol import ImageCond
+
+    b = backbones[family]
+    frames = synthetic_clip(5, 64, 64)
+    mask = torch.zeros(5, 64, 64)
+    mask[:, 16:48, 16:48] = 1
+    pos, neg = ImageCond(frames[:1] * 0.5), ImageCond(frames[:1])
+    out = b.regenerate(frames, 0.5, pos, neg, 2.0, 4, mask=mask, seed=0)
+    assert out.shape == frames.shape and torch.isfinite(out).all()
+    again = b.regenerate(frames, 0.5, pos, neg, 2.0, 4, mask=mask, seed=0)
+    assert torch.equal(out, again)
+    if family != "cogvideox":      # text-to-video: with no text encoder both conds are the empty prompt
+        assert not torch.equal(out, b.regenerate(frames, 0.5, pos, neg, 0.0, 4, mask=mask, seed=0))  # guidance acts
+    else:
+        with pytest.raises(ValueError, match="^positive/negative:"):
+            b.regenerate(frames, 0.5, ImageCond(frames[:1], text="a red dot"), neg, 2.0, 4, seed=0)
+
+
+def test_ddim_sdedit_keeps_the_original_outside_the_mask(backbones):
+    """Latent level (a decoded frame mixes neighbouring latents): outside the mask the result is x0."""
+    from vdtrack.backbones.diffusers_common import vpred_ddim_sdedit
+
+    ac = backbones["i2vgen"].alphas_cumprod
+    x0, noise = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 4, 3, 8, 8)
+    m = torch.zeros(1, 1, 3, 8, 8)
+    m[..., 2:6, 2:6] = 1
+    calls = []
+    out = vpred_ddim_sdedit(x0, noise, ac, 0.6, 10, lambda x, t, w: (calls.append((t, w)), torch.zeros_like(x))[1],
+                            2.0, m)
+    assert ((out - x0) * (1 - m)).abs().max() == 0 and (out - x0).abs().max() > 0.1
+    assert [t for t, w in calls if w == "pos"][0] == 599 and len(calls) == 2 * 6    # run_steps(0.6, 10) = 6
+    # v = 0 everywhere: each DDIM step scales x by a fixed factor; x0 = sqrt(a)*x  ->  out = sqrt(a_t0)*x_t0
+
+
+def test_nodes_list_load_reject_and_extract(tiny, monkeypatch):
+    import folder_paths
+
+    from vdtrack.nodes.diffusers_loader import VDT_ExtractBackboneFeatures, VDT_LoadDiffusersBackbone, model_choices
+
+    dm = os.path.join(tiny["models"], "diffusion_models")
+    os.makedirs(dm, exist_ok=True)
+    link = os.path.join(dm, "tiny_i2vgen_unet.safetensors")
+    if not os.path.exists(link):
+        os.symlink(tiny["tiny_i2vgen"]["file"], link)
+    saved = {k: folder_paths.folder_names_and_paths[k] for k in ("diffusers", "diffusion_models")}
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusers",
+                        ([os.path.join(tiny["models"], "diffusers")], saved["diffusers"][1]))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusion_models", ([dm], saved["diffusion_models"][1]))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    choices = model_choices()
+    for name in ("diffusers/tiny_i2vgen", "diffusers/tiny_svd", "diffusers/tiny_cogvideox",
+                 "diffusion_models/tiny_i2vgen_unet.safetensors"):
+        assert name in choices
+    for bad in ("diffusers/../tiny_i2vgen", "/etc/passwd", "diffusers//etc", "other/x"):
+        with pytest.raises(ValueError, match="^model:"):
+            VDT_LoadDiffusersBackbone.execute(bad)
+    with pytest.raises(ValueError, match="^model: no folder"):
+        VDT_LoadDiffusersBackbone.execute("diffusers/not_installed")
+    with pytest.raises(ValueError, match="^family:"):
+        VDT_LoadDiffusersBackbone.execute("diffusion_models/tiny_i2vgen_unet.safetensors", "auto")
+    b = VDT_LoadDiffusersBackbone.execute("diffusers/tiny_cogvideox", "auto", frame_as_latent=True).result[0]
+    assert b.family == "cogvideox" and b.frame_as_latent
+    f = VDT_ExtractBackboneFeatures.execute(b, synthetic_clip(6, 64, 64), timestep=19, layer=2, kind="k",
+                                            window=0, overlap=2, seed=0).result[0]
+    assert f["features"].shape == (6, 2, 16, 4, 4) and f["meta"]["timestep"] == 19.0
+    # the shipped full-size I2VGen-XL config does not fit the tiny file: a clear error naming the input
+    with pytest.raises(ValueError, match="^model: .* does not match I2VGenXLUNet"):
+        VDT_LoadDiffusersBackbone.execute("diffusion_models/tiny_i2vgen_unet.safetensors", "i2vgen",
+                                          "diffusers/tiny_i2vgen")
+    # with the tiny config in the shipped-config place, the single file + a folder's VAE loads
+    import shutil
+
+    from vdtrack.backbones import diffusers_common
+
+    cfg_root = os.path.join(tiny["models"], "configs")
+    os.makedirs(os.path.join(cfg_root, "i2vgen"), exist_ok=True)
+    shutil.copytree(tiny["tiny_i2vgen"]["config_dir"], os.path.join(cfg_root, "i2vgen", "unet"), dirs_exist_ok=True)
+    shutil.copytree(os.path.join(diffusers_common.CONFIG_ROOT, "i2vgen", "scheduler"),
+                    os.path.join(cfg_root, "i2vgen", "scheduler"), dirs_exist_ok=True)
+    monkeypatch.setattr(diffusers_common, "CONFIG_ROOT", cfg_root)
+    single = VDT_LoadDiffusersBackbone.execute("diffusion_models/tiny_i2vgen_unet.safetensors", "i2vgen",
+                                               "diffusers/tiny_i2vgen").result[0]
+    assert single.family == "i2vgen" and single.image_encoder is None     # zero image embeddings fallback
