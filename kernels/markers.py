@@ -1,0 +1,58 @@
+"""Anti-aliased filled disks ("markers") pasted at sub-pixel points, batched over points.
+
+Coverage of each pixel is the fraction of its area inside the disk, measured on an s x s grid of
+sub-samples (supersampling, default 8 x 8 = 64 levels). Pixel (x,y) covers [x-0.5, x+0.5] x
+[y-0.5, y+0.5] (pixel centres on integers). Where several markers overlap on one frame the larger
+coverage wins (one colour per call), then the frame is blended: out = frame*(1-cov) + colour*cov.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .checks import check_points, check_video
+
+
+def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], radius: float = 2.0,
+                    supersample: int = 8) -> torch.Tensor:
+    """Points [N,3] (t,x,y) -> coverage [T,H,W] in 0..1 of disks of `radius` pixels."""
+    if not float(radius) > 0 or not math.isfinite(float(radius)):
+        raise ValueError(f"radius: must be a positive number of pixels, got {radius}")
+    if int(supersample) < 1:
+        raise ValueError(f"supersample: must be >= 1, got {supersample}")
+    h, w = size
+    p = check_points("points", points, size, frames)
+    dev = p.device
+    half = int(math.ceil(float(radius))) + 1
+    offs = torch.arange(-half, half + 1, device=dev)
+    s = int(supersample)
+    sub = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s - 0.5          # sub-sample offsets
+    cx, cy = p[:, 1], p[:, 2]
+    px = cx.round()[:, None] + offs[None, :]                                              # [N,P] pixel columns
+    py = cy.round()[:, None] + offs[None, :]
+    dx = (px[:, :, None] + sub[None, None, :]) - cx[:, None, None]                        # [N,P,s]
+    dy = (py[:, :, None] + sub[None, None, :]) - cy[:, None, None]
+    inside = (dy[:, :, None, :, None] ** 2 + dx[:, None, :, None, :] ** 2) <= float(radius) ** 2   # [N,Py,Px,s,s]
+    cov = inside.float().mean(dim=(3, 4))                                                 # [N,P,P]
+    ok = (py[:, :, None] >= 0) & (py[:, :, None] < h) & (px[:, None, :] >= 0) & (px[:, None, :] < w)
+    t = p[:, 0].long()[:, None, None].expand_as(cov)
+    flat = (t * h + py.long()[:, :, None].clamp(0, h - 1)) * w + px.long()[:, None, :].clamp(0, w - 1)
+    out = torch.zeros(frames * h * w, device=dev)
+    out.scatter_reduce_(0, flat[ok], cov[ok], reduce="amax")
+    return out.reshape(frames, h, w)
+
+
+def draw_markers(frames: torch.Tensor, points: torch.Tensor, color=(1.0, 0.0, 0.0), radius: float = 2.0,
+                 supersample: int = 8) -> torch.Tensor:
+    """Paste disks of RGB `color` (0..1) and `radius` pixels at points [N,3] (t,x,y) on IMAGE [T,H,W,C]."""
+    v = check_video("frames", frames)
+    col = torch.as_tensor(color, dtype=v.dtype, device=v.device).reshape(-1)
+    if col.numel() != 3 or not bool(torch.isfinite(col).all()) or bool(((col < 0) | (col > 1)).any()):
+        raise ValueError(f"color: expected an RGB triple in 0..1, got {color}")
+    t, h, w, c = v.shape
+    cov = marker_coverage(torch.as_tensor(points, dtype=torch.float32, device=v.device), t, (h, w),
+                          radius, supersample).to(v.dtype)[..., None]
+    out = v.clone()
+    out[..., :3] = v[..., :3] * (1 - cov) + col * cov
+    return out

@@ -1,0 +1,187 @@
+"""Label and keypoint propagation nodes (DINO/DIFT protocol, TED; JHMDB keypoint variant)."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..kernels.checks import check_mask, check_video
+from ..kernels.keypoint_propagation import propagate_keypoints
+from ..kernels.propagation import propagate_label_map
+from ..kernels.tracks_io import parse_points
+from .common import Features, Progress, Tracks, category
+
+MASK_KINDS = ["binary", "label map", "object per batch entry"]
+# DAVIS palette for objects 1.. (background is not tinted)
+PALETTE = torch.tensor([[128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128], [0, 128, 128],
+                        [128, 128, 128], [64, 0, 0], [192, 0, 0], [64, 128, 0], [192, 128, 0], [64, 0, 128]],
+                       dtype=torch.float32) / 255.0
+
+
+def feature_tensor(features) -> tuple[torch.Tensor, tuple[int, int]]:
+    """VDT_FEATURES -> ([T,C,h,w], frame_size). Per-head features [T,heads,C,h,w] are L2-normalised per head
+    and concatenated, so the propagation cosine is the mean of the per-head cosines."""
+    if not isinstance(features, dict) or "features" not in features:
+        raise ValueError("features: expected VDT_FEATURES (a dict with 'features', 'stride', 'frame_size')")
+    f = features["features"]
+    if not isinstance(f, torch.Tensor) or f.ndim not in (4, 5):
+        raise ValueError(f"features: expected [frames,C,h,w] or [frames,heads,C,h,w], got "
+                         f"{tuple(f.shape) if hasattr(f, 'shape') else type(f).__name__}")
+    f = f.float()
+    if f.ndim == 5:
+        f = torch.nn.functional.normalize(f, dim=2).flatten(1, 2)
+    size = features.get("frame_size")
+    if size is None:
+        raise ValueError("features: missing 'frame_size'")
+    size = tuple(int(v) for v in (size.tolist() if hasattr(size, "tolist") else size))
+    return f, size
+
+
+def _match_frames(f: torch.Tensor, size: tuple[int, int], images: torch.Tensor) -> None:
+    t, h, w = images.shape[:3]
+    if f.shape[0] != t:
+        raise ValueError(f"images: {t} frames but the features have {f.shape[0]}")
+    if (h, w) != size:
+        raise ValueError(f"images: frames are {h}x{w} but the features were computed on {size[0]}x{size[1]}")
+
+
+def first_label_map(mask: torch.Tensor, mask_kind: str, size: tuple[int, int]) -> torch.Tensor:
+    """The node's first-frame MASK -> integer label map [H,W] (0 = background, objects 1..K)."""
+    m = check_mask("mask", mask, size=size)
+    if mask_kind == "binary":                       # frame 0 of the batch (a whole-video mask works too)
+        lab = (m[0] > 0.5).long()
+    elif mask_kind == "label map":
+        ids = m[0]
+        if not bool((ids == ids.round()).all()) or bool((ids < 0).any()):
+            raise ValueError("mask: 'label map' needs whole-number object ids >= 0 (0 = background); use "
+                             "'binary' for a 0..1 mask")
+        lab = ids.round().long()
+    elif mask_kind == "object per batch entry":     # entry k is object k+1; later entries win overlaps
+        lab = torch.zeros(size, dtype=torch.long)
+        for k in range(m.shape[0]):
+            lab[m[k] > 0.5] = k + 1
+        for k in range(m.shape[0]):
+            if not bool((lab == k + 1).any()):
+                raise ValueError(f"mask: object {k + 1} (batch entry {k}) is empty or fully covered by later ones")
+    else:
+        raise ValueError(f"mask_kind: expected one of {MASK_KINDS}, got {mask_kind!r}")
+    if not bool((lab > 0).any()):
+        raise ValueError("mask: the first-frame mask is empty (no object pixel)")
+    return lab
+
+
+def overlay(images: torch.Tensor, labels: torch.Tensor, opacity: float) -> torch.Tensor:
+    """Frames [T,H,W,C] tinted with one palette colour per object id."""
+    rgb = images[..., :3].float()
+    ids = labels.to(rgb.device)
+    pal = PALETTE.to(rgb.device)
+    col = pal[(ids - 1).clamp_min(0) % len(pal)]
+    a = (ids > 0).to(rgb.dtype)[..., None] * float(opacity)
+    return (rgb * (1 - a) + col * a).clamp(0, 1)
+
+
+class VDT_PropagateLabels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_PropagateLabels",
+            display_name="VDT Propagate Labels",
+            category=category("propagation"),
+            description="Propagate a first-frame mask (one or several objects) through the clip with the DINO/DIFT "
+                        "protocol: first frame + a queue of recent soft predictions, square window, top-k, softmax "
+                        "temperature. Use TED/DIFT/backbone features.",
+            inputs=[
+                Features.Input("features", tooltip="Per-frame features (VDT_FEATURES) of the clip."),
+                io.Image.Input("images", tooltip="The frames the features were computed on (same count and size); "
+                                                 "used for the overlay and the output size."),
+                io.Mask.Input("mask", tooltip="First-frame object mask(s) at frame size; see mask_kind."),
+                io.Combo.Input("mask_kind", options=MASK_KINDS, default="binary",
+                               tooltip="binary: one object, pixels > 0.5 of the first mask. label map: the first mask "
+                                       "holds whole-number object ids (0 = background). object per batch entry: "
+                                       "a batch of K masks, entry k is object k+1."),
+                io.Int.Input("n_context", default=28, min=0, max=256,
+                             tooltip="Recent predicted frames kept as context besides the first frame (DIFT 28, "
+                                     "DINO 7)."),
+                io.Int.Input("radius", default=15, min=0, max=512,
+                             tooltip="Neighbourhood: sources within this many feature cells (square window)."),
+                io.Int.Input("top_k", default=10, min=1, max=1024,
+                             tooltip="Sources kept per target cell, jointly over all context frames."),
+                io.Float.Input("temperature", default=0.1, min=0.001, max=10.0, step=0.01,
+                               tooltip="Softmax temperature on cosine similarity (DINO/DIFT-ADM 0.1, TED DAVIS 0.2)."),
+                io.Int.Input("output_object", default=0, min=0, max=255,
+                             tooltip="Which object the mask output shows: 0 = union of all objects, k = object k."),
+                io.Float.Input("overlay_opacity", default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="Tint strength of the object colours in the overlay."),
+            ],
+            outputs=[
+                io.Mask.Output("propagated_mask", display_name="mask", tooltip="Propagated mask [frames,H,W] (0/1)."),
+                io.Mask.Output("label_map", display_name="label_map",
+                               tooltip="Object ids per pixel [frames,H,W] (0 = background), for multi-object use "
+                                       "and DAVIS evaluation ('label map')."),
+                io.Image.Output("overlay", display_name="overlay", tooltip="Frames tinted with per-object colours."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, features, images, mask, mask_kind, n_context, radius, top_k, temperature, output_object=0,
+                overlay_opacity=0.5) -> io.NodeOutput:
+        frames = check_video("images", images)
+        f, size = feature_tensor(features)
+        _match_frames(f, size, frames)
+        lab = first_label_map(mask, mask_kind, size)
+        n_obj = int(lab.max())
+        if int(output_object) > n_obj:
+            raise ValueError(f"output_object: {output_object} but the mask has {n_obj} object(s)")
+        _, labels = propagate_label_map(f, lab.to(f.device), int(n_context), int(radius), int(top_k),
+                                        float(temperature), progress=Progress(f.shape[0] - 1))
+        labels = labels.cpu()
+        out = (labels > 0) if int(output_object) == 0 else (labels == int(output_object))
+        return io.NodeOutput(out.float(), labels.float(), overlay(frames, labels, overlay_opacity))
+
+
+class VDT_PropagateKeypoints(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_PropagateKeypoints",
+            display_name="VDT Propagate Keypoints",
+            category=category("propagation"),
+            description="JHMDB-style keypoint propagation: frame-0 points become Gaussian heatmaps (label channels), "
+                        "propagated like masks; each frame's point is the weighted mean of its 3 best cells.",
+            inputs=[
+                Features.Input("features", tooltip="Per-frame features (VDT_FEATURES) of the clip."),
+                io.String.Input("points", multiline=True, default="",
+                                tooltip="Keypoints at frame 0 in pixels: KJNodes JSON [{\"x\":..,\"y\":..}] or one "
+                                        "'x,y' per line. A 't' other than 0 is an error."),
+                io.Int.Input("n_context", default=20, min=0, max=256,
+                             tooltip="Recent predicted frames kept as context besides the first frame (CRW 20)."),
+                io.Int.Input("radius", default=15, min=0, max=512,
+                             tooltip="Neighbourhood: sources within this many feature cells (square window)."),
+                io.Int.Input("top_k", default=10, min=1, max=1024,
+                             tooltip="Sources kept per target cell, jointly over all context frames."),
+                io.Float.Input("temperature", default=0.1, min=0.001, max=10.0, step=0.01,
+                               tooltip="Softmax temperature on cosine similarity."),
+                io.Float.Input("sigma", default=0.5, min=0.1, max=8.0, step=0.1,
+                               tooltip="Gaussian heatmap sigma in feature cells (CRW/JHMDB 0.5)."),
+            ],
+            outputs=[Tracks.Output("tracks", display_name="tracks",
+                                   tooltip="One track per keypoint; a lost keypoint is not visible and keeps its "
+                                           "last position.")],
+        )
+
+    @classmethod
+    def execute(cls, features, points, n_context, radius, top_k, temperature, sigma=0.5) -> io.NodeOutput:
+        f, size = feature_tensor(features)
+        q = parse_points(points, f.shape[0], size)
+        if bool((q[:, 0] != 0).any()):
+            raise ValueError("points: keypoint propagation starts from frame 0; remove the 't' values")
+        pts, found = propagate_keypoints(f, q[:, 1:].to(f.device), size, int(n_context), int(radius), int(top_k),
+                                         float(temperature), float(sigma), progress=Progress(f.shape[0] - 1))
+        pts, found = pts.cpu(), found.cpu()
+        for t in range(1, pts.shape[0]):            # lost (-1) -> hold the last position, keep it not visible
+            pts[t] = torch.where(found[t, :, None], pts[t], pts[t - 1])
+        tracks = {"track_path": pts.float(), "track_visibility": found.bool(), "query_points": q,
+                  "frame_size": size}
+        return io.NodeOutput(tracks)
+
+
+NODES = [VDT_PropagateLabels, VDT_PropagateKeypoints]
