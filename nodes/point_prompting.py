@@ -6,7 +6,7 @@ import re
 import torch
 from comfy_api.latest import io
 
-from ..kernels.checks import check_video
+from ..kernels.checks import check_tracks, check_video
 from ..kernels.color_rebalance import rebalance_colors
 from ..kernels.markers import draw_markers
 from ..kernels.red_tracker import track_red_markers
@@ -32,6 +32,18 @@ def parse_color(text: str) -> tuple[float, float, float]:
     raise ValueError(f"color: expected '#rrggbb' or 'r,g,b' with values 0..255, got {text!r}")
 
 
+def _visible_track_points(tracks, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """Every visible, in-frame position of TRACKS as marker points [M,3] (t,x,y)."""
+    path, vis = check_tracks("tracks", tracks, frames=frames)
+    tt, nn = vis.nonzero(as_tuple=True)
+    xy = path[tt, nn]
+    h, w = size
+    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
+    if not bool(inside.any()):
+        raise ValueError("tracks: no visible point inside the frame to draw")
+    return torch.cat([tt[inside, None].float(), xy[inside]], 1)
+
+
 class VDT_DrawMarkers(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -50,19 +62,27 @@ class VDT_DrawMarkers(io.ComfyNode):
                 io.Combo.Input("frames", options=FRAMES, default="query frame",
                                tooltip="query frame: each dot only on its point's query frame (t, default 0). "
                                        "all frames: the same dot position on every frame."),
+                Tracks.Input("tracks", optional=True,
+                             tooltip="Optional: draw a dot at every visible position of these tracks instead of the "
+                                     "points (what a perfect regeneration would show; useful to check the colour "
+                                     "tracker on ground truth)."),
             ],
             outputs=[io.Image.Output("marked", display_name="images", tooltip="The marked video.")],
         )
 
     @classmethod
-    def execute(cls, images, points, color="#ff0000", radius=2.0, frames="query frame") -> io.NodeOutput:
+    def execute(cls, images, points, color="#ff0000", radius=2.0, frames="query frame",
+                tracks=None) -> io.NodeOutput:
         v = check_video("images", images)
         t, h, w = v.shape[:3]
-        q = parse_points(points, t, (h, w))
-        if frames == "all frames":
+        if tracks is not None:
+            q = _visible_track_points(tracks, t, (h, w))
+        else:
+            q = parse_points(points, t, (h, w))
+        if tracks is None and frames == "all frames":
             ts = torch.arange(t, dtype=q.dtype).repeat_interleave(q.shape[0])
             q = torch.cat([ts[:, None], q[:, 1:].repeat(t, 1)], 1)
-        elif frames != "query frame":
+        elif tracks is None and frames != "query frame":
             raise ValueError(f"frames: expected one of {FRAMES}, got {frames!r}")
         return io.NodeOutput(draw_markers(v, q.to(v.device), parse_color(color), float(radius)))
 

@@ -1,0 +1,200 @@
+"""Cost volumes between point descriptors and feature frames, and pixel <-> feature-cell coordinates.
+
+Coordinates: pixels have centres on integers; feature cell (i, j) of a map with stride (sy, sx) is centred
+on pixel ((j + 0.5) * sx - 0.5, (i + 0.5) * sy - 0.5) (align_corners=False). So a pixel coordinate p maps to
+the cell coordinate c = (p + 0.5) / s - 0.5, and bilinear sampling at cell coordinates clamps to the border.
+
+Fast versions work on [N,C] descriptors against [T,C,h,w] frames in frame chunks, so memory is bounded by
+`max_elements` (one chunk of the [T,N,h,w] volume) and never by the clip length; `*_ref` versions loop.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+COST_KINDS = ("cosine", "dot")
+
+
+# ------------------------------------------------------------------------------------------ coordinates
+
+def _stride_pair(stride) -> tuple[float, float]:
+    if isinstance(stride, (int, float)):
+        stride = (stride, stride)
+    try:
+        sy, sx = (float(s) for s in stride)
+    except (TypeError, ValueError):
+        raise ValueError(f"stride: expected (sy, sx) pixels per cell, got {stride!r}") from None
+    if not (sy > 0 and sx > 0):
+        raise ValueError(f"stride: must be positive, got {stride!r}")
+    return sy, sx
+
+
+def pixel_to_cell(xy: torch.Tensor, stride) -> torch.Tensor:
+    """Pixel coordinates [..., 2] (x, y) -> feature-cell coordinates [..., 2] (x, y)."""
+    sy, sx = _stride_pair(stride)
+    s = xy.new_tensor([sx, sy])
+    return (xy + 0.5) / s - 0.5
+
+
+def cell_to_pixel(xy: torch.Tensor, stride) -> torch.Tensor:
+    """Feature-cell coordinates [..., 2] (x, y) -> pixel coordinates [..., 2] (x, y)."""
+    sy, sx = _stride_pair(stride)
+    s = xy.new_tensor([sx, sy])
+    return (xy + 0.5) * s - 0.5
+
+
+def cell_centres(h: int, w: int, stride, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Pixel coordinates [h, w, 2] (x, y) of every cell centre."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                            torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    return cell_to_pixel(torch.stack([xs, ys], -1), stride)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+def check_feature_frames(name: str, feats) -> torch.Tensor:
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(f"{name}: expected a feature tensor [T,C,h,w], got {type(feats).__name__}")
+    if feats.ndim != 4:
+        raise ValueError(f"{name}: expected features [T,C,h,w], got shape {tuple(feats.shape)}")
+    if min(feats.shape) < 1:
+        raise ValueError(f"{name}: empty feature tensor of shape {tuple(feats.shape)}")
+    if not feats.is_floating_point():
+        raise ValueError(f"{name}: features must be floating point, got {feats.dtype}")
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return feats
+
+
+def check_descriptors(name: str, desc, channels: int) -> torch.Tensor:
+    if not isinstance(desc, torch.Tensor) or desc.ndim != 2:
+        raise ValueError(f"{name}: expected descriptors [N,C], got {getattr(desc, 'shape', type(desc).__name__)}")
+    if desc.shape[1] != channels:
+        raise ValueError(f"{name}: descriptors have {desc.shape[1]} channels but the features have {channels}")
+    if desc.shape[0] == 0:
+        raise ValueError(f"{name}: no descriptors")
+    return desc
+
+
+def check_query_points(name: str, points, frames: int, frame_size: tuple[int, int]) -> torch.Tensor:
+    """[N,3] (t, x, y) pixel queries inside the frame and with an integer frame index in range."""
+    from .checks import check_points
+    return check_points(name, points, tuple(frame_size), frames)
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+def sample_cells(feats: torch.Tensor, t: torch.Tensor, cxy: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of feats [T,C,h,w] at frame t [N] (long) and cell coords cxy [N,2] -> [N,C].
+    Coordinates are clamped to the grid (border padding)."""
+    _, _, h, w = feats.shape
+    cx = cxy[:, 0].clamp(0, w - 1)
+    cy = cxy[:, 1].clamp(0, h - 1)
+    x0 = cx.floor().long().clamp(max=w - 1)
+    y0 = cy.floor().long().clamp(max=h - 1)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    fx = (cx - x0.to(cx.dtype)).unsqueeze(1).to(feats.dtype)
+    fy = (cy - y0.to(cy.dtype)).unsqueeze(1).to(feats.dtype)
+    t = t.long()
+    top = feats[t, :, y0, x0] * (1 - fx) + feats[t, :, y0, x1] * fx
+    bot = feats[t, :, y1, x0] * (1 - fx) + feats[t, :, y1, x1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def sample_descriptors(feats: torch.Tensor, points: torch.Tensor, stride) -> torch.Tensor:
+    """Descriptors [N,C] of feats [T,C,h,w] at query points [N,3] (t, x, y) given in PIXELS."""
+    feats = check_feature_frames("features", feats)
+    p = torch.as_tensor(points, dtype=torch.float32, device=feats.device)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"points: expected [N,3] as (t,x,y), got {tuple(p.shape)}")
+    t = p[:, 0].round().long()
+    if bool(((t < 0) | (t >= feats.shape[0])).any()):
+        raise ValueError(f"points: query frame outside 0..{feats.shape[0] - 1}")
+    return sample_cells(feats, t, pixel_to_cell(p[:, 1:].to(feats.dtype), stride))
+
+
+def sample_descriptors_ref(feats: torch.Tensor, points: torch.Tensor, stride) -> torch.Tensor:
+    """Reference: one grid_sample (align_corners=True on cell coords, border padding) per point."""
+    _, c, h, w = feats.shape
+    out = []
+    for t, x, y in torch.as_tensor(points, dtype=torch.float32).tolist():
+        cx, cy = pixel_to_cell(torch.tensor([x, y], dtype=torch.float64), stride).tolist()
+        gx = 2 * cx / (w - 1) - 1 if w > 1 else 0.0
+        gy = 2 * cy / (h - 1) - 1 if h > 1 else 0.0
+        grid = torch.tensor([[[[gx, gy]]]], dtype=feats.dtype, device=feats.device)
+        v = F.grid_sample(feats[int(round(t))][None], grid, mode="bilinear", padding_mode="border",
+                          align_corners=True)
+        out.append(v.reshape(c))
+    return torch.stack(out)
+
+
+# ------------------------------------------------------------------------------------------ cost volumes
+
+def _check_kind(kind: str) -> None:
+    if kind not in COST_KINDS:
+        raise ValueError(f"kind: expected one of {COST_KINDS}, got {kind!r}")
+
+
+def normalise(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(EPS)
+
+
+def frame_chunk_size(n: int, hw: int, max_elements: int) -> int:
+    """How many frames of an [.., N, h*w] cost fit in max_elements (at least one)."""
+    return max(1, int(max_elements) // max(1, n * hw))
+
+
+def iter_cost_volume(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosine", scale: float = 1.0,
+                     max_elements: int = 2 ** 25,
+                     progress: Callable[[], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yields (t0, cost [tc,N,h,w]) frame chunk by frame chunk.
+    kind 'cosine': cos(desc, feature); kind 'dot': (desc . feature) / scale (q.k with scale sqrt(d))."""
+    _check_kind(kind)
+    feats = check_feature_frames("features", feats)
+    t_total, c, h, w = feats.shape
+    desc = check_descriptors("descriptors", desc, c).to(feats.dtype)
+    if kind == "cosine":
+        desc = normalise(desc, 1)
+    elif not scale > 0:
+        raise ValueError(f"scale: must be positive, got {scale}")
+    step = frame_chunk_size(desc.shape[0], h * w, max_elements)
+    for t0 in range(0, t_total, step):
+        chunk = feats[t0:t0 + step]
+        if kind == "cosine":
+            chunk = normalise(chunk, 1)
+        cost = torch.einsum("nc,tchw->tnhw", desc, chunk)
+        if kind == "dot":
+            cost = cost / scale
+        yield t0, cost
+        if progress is not None:
+            for _ in range(chunk.shape[0]):
+                progress()
+
+
+def cost_volume(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosine", scale: float = 1.0,
+                max_elements: int = 2 ** 25, progress: Callable[[], None] | None = None) -> torch.Tensor:
+    """Full cost volume [T,N,h,w] (the caller owns this memory; trackers use iter_cost_volume)."""
+    return torch.cat([c for _, c in iter_cost_volume(desc, feats, kind, scale, max_elements, progress)])
+
+
+def cost_volume_ref(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosine",
+                    scale: float = 1.0) -> torch.Tensor:
+    """Reference: explicit loops over frames and descriptors."""
+    _check_kind(kind)
+    t_total, c, h, w = feats.shape
+    out = torch.zeros(t_total, desc.shape[0], h, w, dtype=feats.dtype, device=feats.device)
+    for t in range(t_total):
+        f = feats[t].reshape(c, h * w)
+        for n in range(desc.shape[0]):
+            d = desc[n].to(feats.dtype)
+            dots = d @ f
+            if kind == "cosine":
+                dots = dots / (d.norm().clamp_min(EPS) * f.norm(dim=0).clamp_min(EPS))
+            else:
+                dots = dots / scale
+            out[t, n] = dots.reshape(h, w)
+    return out

@@ -1,0 +1,175 @@
+"""DiffTrack query-key matching (methods_spec 1.3).
+
+For a source frame s (the query frame) and every target frame k:
+  attn(s->k) = softmax_j(Q_s[i] . K_k[j] / scale), attn(k->s) = softmax_i(Q_k[j] . K_s[i] / scale), each averaged
+  over heads; corr[i, j] = (attn(s->k)[i, j] + attn(k->s)[j, i]) / 2; for every source cell i the match is the
+  hard argmax over target cells j of softmax_j(corr[i, :]) (NC-Net corr_to_matches) -> a mapping field on the
+  source grid (target cell coordinates); the track is that field bilinearly sampled at the query
+  (align_corners=True in cell units, i.e. cell index = coordinate), converted to pixels.
+`scale`: 'heads' = sqrt(number of heads), the published code's quirk (default); 'head_dim' = sqrt(C); or a number.
+No occlusion prediction: visibility is all True. confidence = softmax_j(corr) at the match, sampled like the track.
+
+Pixel <-> cell conversion follows the pack convention (cell = (pixel + 0.5) / stride - 0.5); DiffTrack's own
+x/16 with the W/1024 margin is not reproduced.
+
+Fast version: per (source, target) pair only the rows of the source cells needed by the queries (their bilinear
+neighbours) are formed; the attn(k->s) normaliser is a log-sum-exp over source cells computed in target-row chunks,
+so memory stays O(chunk * h*w) instead of the full (h*w)^2 (and never T*h*w squared).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .cost_volume import cell_to_pixel, check_query_points, pixel_to_cell
+
+
+def _as_heads(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name}: expected a float tensor [T,heads,C,h,w] or [T,C,h,w]")
+    if x.ndim == 4:
+        x = x[:, None]
+    if x.ndim != 5 or min(x.shape) < 1:
+        raise ValueError(f"{name}: expected [T,heads,C,h,w] or [T,C,h,w], got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return x
+
+
+def resolve_scale(scale, heads: int, head_dim: int) -> float:
+    if scale == "heads":
+        return math.sqrt(heads)
+    if scale == "head_dim":
+        return math.sqrt(head_dim)
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
+        return float(scale)
+    raise ValueError(f"scale: expected 'heads', 'head_dim' or a positive number, got {scale!r}")
+
+
+def _prepare(query, key, queries, frame_size, scale):
+    q = _as_heads("query_features", query)
+    k = q if key is None else _as_heads("key_features", key)
+    if k.shape != q.shape:
+        raise ValueError(f"key_features: shape {tuple(k.shape)} does not match query_features {tuple(q.shape)}")
+    t_total, heads, c, h, w = q.shape
+    pts = check_query_points("query_points", queries, t_total, frame_size)
+    return q, k, pts, resolve_scale(scale, heads, c)
+
+
+def _finish(match_cells, conf, pts, stride, t_total):
+    """match_cells [T,N,2] in cells -> TRACKS arrays; the query frame keeps the query point."""
+    path = cell_to_pixel(match_cells, stride).float()
+    n = pts.shape[0]
+    idx = torch.arange(n, device=path.device)
+    tq = pts[:, 0].long().to(path.device)
+    path[tq, idx] = pts[:, 1:].to(path)
+    conf = conf.float()
+    conf[tq, idx] = 1.0
+    return path, torch.ones(t_total, n, dtype=torch.bool, device=path.device), conf
+
+
+def _bilinear_corners(cxy, h, w):
+    """Corner cells (flat indices [N,4]) and weights [N,4] of align_corners=True sampling, border clamped."""
+    cx = cxy[:, 0].clamp(0, w - 1)
+    cy = cxy[:, 1].clamp(0, h - 1)
+    x0 = cx.floor().long().clamp(max=w - 1)
+    y0 = cy.floor().long().clamp(max=h - 1)
+    x1 = (x0 + 1).clamp(max=w - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    fx = cx - x0.to(cx.dtype)
+    fy = cy - y0.to(cy.dtype)
+    idx = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], 1)
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
+    return idx, wts
+
+
+def track_difftrack(query_features: torch.Tensor, key_features: torch.Tensor | None, stride, queries: torch.Tensor,
+                    frame_size: tuple[int, int], scale="heads", row_chunk: int = 1024,
+                    progress: Callable[[], None] | None = None):
+    """Fast DiffTrack. query/key features [T,heads,C,h,w] (key None: use query for both).
+    Returns (track_path [T,N,2] float32, visibility all True [T,N], confidence [T,N])."""
+    q, k, pts, sc = _prepare(query_features, key_features, queries, frame_size, scale)
+    t_total, heads, c, h, w = q.shape
+    hw = h * w
+    dev, dt = q.device, q.dtype
+    pts = pts.to(dev)
+    n = pts.shape[0]
+    corner_idx, corner_w = _bilinear_corners(pixel_to_cell(pts[:, 1:].to(dt), stride), h, w)
+    match = torch.zeros(t_total, n, 2, dtype=dt, device=dev)
+    conf = torch.zeros(t_total, n, dtype=dt, device=dev)
+    qf = q.reshape(t_total, heads, c, hw)
+    kf = k.reshape(t_total, heads, c, hw)
+    tq_all = pts[:, 0].long()
+    for s in tq_all.unique().tolist():
+        sel = (tq_all == s).nonzero().flatten()
+        need, inv = corner_idx[sel].reshape(-1).unique(return_inverse=True)       # source cells used
+        inv = inv.reshape(-1, 4)
+        for t in range(t_total):
+            if t == s:
+                continue
+            corr = torch.zeros(need.numel(), hw, dtype=dt, device=dev)
+            for hd in range(heads):
+                qs = qf[s, hd][:, need]                                           # [C,m]
+                a1 = torch.softmax((qs.T @ kf[t, hd]) / sc, 1)                    # [m,hw_t]
+                ks_all = kf[s, hd]                                                # [C,hw_s]
+                a2 = torch.empty(hw, need.numel(), dtype=dt, device=dev)          # attn(k->s)[j, need]
+                for j0 in range(0, hw, row_chunk):
+                    logits = (qf[t, hd][:, j0:j0 + row_chunk].T @ ks_all) / sc    # [cj,hw_s]
+                    lse = torch.logsumexp(logits, 1, keepdim=True)
+                    a2[j0:j0 + row_chunk] = torch.exp(logits[:, need] - lse)
+                corr += 0.5 * (a1 + a2.T)
+            corr /= heads
+            prob = torch.softmax(corr, 1)
+            pval, arg = prob.max(1)
+            cells = torch.stack([(arg % w).to(dt), (arg // w).to(dt)], -1)       # [m,2] (x,y)
+            wts = corner_w[sel].to(dt)
+            match[t, sel] = (cells[inv] * wts[..., None]).sum(1)
+            conf[t, sel] = (pval[inv] * wts).sum(1)
+            if progress is not None:
+                progress()
+    return _finish(match, conf, pts, stride, t_total)
+
+
+def mapping_field_ref(query_features, key_features, s: int, t: int, scale="heads"):
+    """Reference: full (h*w)^2 correlation of one frame pair -> mapping field [h,w,2] (target cell x,y) and
+    the matched softmax value [h,w]."""
+    q = _as_heads("query_features", query_features)
+    k = q if key_features is None else _as_heads("key_features", key_features)
+    _, heads, c, h, w = q.shape
+    sc = resolve_scale(scale, heads, c)
+    a_st = torch.zeros(h * w, h * w, dtype=q.dtype)
+    a_ts = torch.zeros(h * w, h * w, dtype=q.dtype)
+    for hd in range(heads):
+        qs, qt = q[s, hd].reshape(c, -1), q[t, hd].reshape(c, -1)
+        ks, kt = k[s, hd].reshape(c, -1), k[t, hd].reshape(c, -1)
+        a_st += torch.softmax(qs.T @ kt / sc, dim=1) / heads      # [source i, target j]
+        a_ts += torch.softmax(qt.T @ ks / sc, dim=1) / heads      # [target j, source i]
+    corr = 0.5 * (a_st.T + a_ts)                                  # [target j, source i] as in DiffTrack
+    prob = torch.softmax(corr, dim=0)                             # over target positions, per source cell
+    val, arg = prob.max(dim=0)
+    field = torch.stack([(arg % w).to(q.dtype), (arg // w).to(q.dtype)], -1).reshape(h, w, 2)
+    return field, val.reshape(h, w)
+
+
+def track_difftrack_ref(query_features, key_features, stride, queries, frame_size, scale="heads"):
+    """Reference: full mapping field per (source, target) pair, grid_sample(align_corners=True) per query."""
+    q, k, pts, _ = _prepare(query_features, key_features, queries, frame_size, scale)
+    t_total, _, _, h, w = q.shape
+    n = pts.shape[0]
+    match = torch.zeros(t_total, n, 2, dtype=q.dtype)
+    conf = torch.zeros(t_total, n, dtype=q.dtype)
+    for i, (tq, x, y) in enumerate(pts.tolist()):
+        cx, cy = pixel_to_cell(torch.tensor([x, y], dtype=torch.float64), stride).tolist()
+        g = torch.tensor([[[[2 * cx / max(w - 1, 1) - 1, 2 * cy / max(h - 1, 1) - 1]]]], dtype=q.dtype)
+        for t in range(t_total):
+            if t == int(tq):
+                continue
+            field, val = mapping_field_ref(q, k, int(tq), t, scale)
+            stack = torch.cat([field.permute(2, 0, 1), val[None]])[None]          # [1,3,h,w]
+            v = F.grid_sample(stack, g, mode="bilinear", padding_mode="border", align_corners=True).reshape(3)
+            match[t, i] = v[:2]
+            conf[t, i] = v[2]
+    return _finish(match, conf, pts, stride, t_total)

@@ -1,0 +1,79 @@
+"""TED feature fusion (methods_spec 1.4, Eq. 4): R_f = concat(alpha * a/|a|, (1 - alpha) * b/|b|), per-pixel L2
+norms over channels. When the grids differ, b is resized bilinearly (align_corners=False) to a's grid first, so
+the result has a's grid and stride. Since |R_f|^2 = alpha^2 + (1-alpha)^2 everywhere, the cosine between two
+fused vectors is (alpha^2 cos_a + (1-alpha)^2 cos_b) / (alpha^2 + (1-alpha)^2).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def _check(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"{name}: expected float features [T,C,h,w], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if min(x.shape) < 1:
+        raise ValueError(f"{name}: empty features {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return x
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a weight in [0, 1], got {alpha}")
+
+
+def fuse_features(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """a [T,Ca,ha,wa], b [T,Cb,hb,wb] -> [T,Ca+Cb,ha,wa]."""
+    _check_alpha(alpha)
+    a, b = _check("features_a", a), _check("features_b", b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"features_b: has {b.shape[0]} frames but features_a has {a.shape[0]}")
+    b = b.to(device=a.device, dtype=a.dtype)
+    if b.shape[-2:] != a.shape[-2:]:
+        b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
+    an = a / a.norm(dim=1, keepdim=True).clamp_min(EPS)
+    bn = b / b.norm(dim=1, keepdim=True).clamp_min(EPS)
+    return torch.cat([alpha * an, (1 - alpha) * bn], 1)
+
+
+def fuse_features_ref(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Reference: explicit bilinear resize (align_corners=False, border clamp) and per-pixel loops."""
+    _check_alpha(alpha)
+    t, ca, ha, wa = a.shape
+    _, cb, hb, wb = b.shape
+    out = torch.zeros(t, ca + cb, ha, wa, dtype=a.dtype)
+    for i in range(ha):
+        for j in range(wa):
+            sy = min(max((i + 0.5) * hb / ha - 0.5, 0.0), hb - 1)
+            sx = min(max((j + 0.5) * wb / wa - 0.5, 0.0), wb - 1)
+            y0, x0 = int(sy), int(sx)
+            y1, x1 = min(y0 + 1, hb - 1), min(x0 + 1, wb - 1)
+            fy, fx = sy - y0, sx - x0
+            bv = (b[:, :, y0, x0] * (1 - fx) * (1 - fy) + b[:, :, y0, x1] * fx * (1 - fy)
+                  + b[:, :, y1, x0] * (1 - fx) * fy + b[:, :, y1, x1] * fx * fy)
+            for k in range(t):
+                av = a[k, :, i, j]
+                out[k, :ca, i, j] = alpha * av / max(float(av.norm()), EPS)
+                out[k, ca:, i, j] = (1 - alpha) * bv[k] / max(float(bv[k].norm()), EPS)
+    return out
+
+
+def fuse_feature_dicts(fa: dict, fb: dict, alpha: float) -> dict:
+    """VDT_FEATURES a + b -> VDT_FEATURES on a's grid (stride and frame size of a)."""
+    for name, f in (("features_a", fa), ("features_b", fb)):
+        if not isinstance(f, dict) or "features" not in f:
+            raise ValueError(f"{name}: expected VDT_FEATURES (a dict with 'features', 'stride', 'frame_size')")
+        if f["features"].ndim != 4:
+            raise ValueError(f"{name}: has a heads axis {tuple(f['features'].shape)}; select heads first "
+                             "(VDT Select Heads/Frequencies)")
+    if tuple(fa["frame_size"]) != tuple(fb["frame_size"]):
+        raise ValueError(f"features_b: computed on {tuple(fb['frame_size'])} frames but features_a on "
+                         f"{tuple(fa['frame_size'])}; both must describe the same video frames")
+    fused = fuse_features(fa["features"], fb["features"], alpha)
+    meta = {"kind": "fused", "alpha": float(alpha), "a": dict(fa.get("meta", {})), "b": dict(fb.get("meta", {}))}
+    return {"features": fused, "stride": tuple(fa["stride"]), "frame_size": tuple(fa["frame_size"]), "meta": meta}

@@ -1,0 +1,166 @@
+"""Feature nodes that need no model: colour-patch features, head/RoPE-band selection, TED fusion."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..kernels.feature_select import LAYOUTS, parse_heads, select_heads_frequencies
+from ..kernels.feature_select import spatial_lowpass as lowpass_maps
+from ..kernels.fusion import fuse_feature_dicts
+from ..kernels.pixel_features import patch_features
+from .common import Features, Progress, category
+
+
+def check_features(name: str, features, heads_axis: bool | None = None) -> dict:
+    """Validate a VDT_FEATURES dict; heads_axis True/False demands [T,heads,C,h,w] / [T,C,h,w]."""
+    if not isinstance(features, dict) or "features" not in features:
+        raise ValueError(f"{name}: expected VDT_FEATURES (a dict with 'features', 'stride', 'frame_size')")
+    f = features["features"]
+    if not isinstance(f, torch.Tensor) or f.ndim not in (4, 5) or not f.is_floating_point():
+        raise ValueError(f"{name}: 'features' must be a float tensor [T,C,h,w] or [T,heads,C,h,w], got "
+                         f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
+    if heads_axis is True and f.ndim != 5:
+        raise ValueError(f"{name}: expected per-head features [T,heads,C,h,w] (q/k of an attention layer), got "
+                         f"{tuple(f.shape)}")
+    if heads_axis is False and f.ndim != 4:
+        raise ValueError(f"{name}: has a heads axis {tuple(f.shape)}; pick heads first with "
+                         "'VDT Select Heads/Frequencies'")
+    try:
+        sy, sx = (float(v) for v in features["stride"])
+        fh, fw = (int(v) for v in features["frame_size"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{name}: needs 'stride' (sy,sx) and 'frame_size' (H,W)") from None
+    if sy <= 0 or sx <= 0 or fh < 1 or fw < 1:
+        raise ValueError(f"{name}: invalid stride {features['stride']} or frame_size {features['frame_size']}")
+    if not bool(torch.isfinite(f).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return {"features": f, "stride": (sy, sx), "frame_size": (fh, fw), "meta": dict(features.get("meta") or {})}
+
+
+def parse_rope_dims(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ValueError(f"rope_dims: expected three integers like '44,42,42', got {text!r}") from None
+    if len(dims) != 3:
+        raise ValueError(f"rope_dims: expected three integers (T,H,W) like '44,42,42', got {text!r}")
+    return dims
+
+
+class VDT_PixelFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_PixelFeatures",
+            display_name="VDT Pixel Features",
+            category=category("features"),
+            description="Model-free features: colour patches (optionally randomly projected), so the trackers run "
+                        "without a diffusion model.",
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames [T,H,W,3]."),
+                io.Int.Input("patch_size", default=8, min=1, max=64,
+                             tooltip="Patch size and stride in pixels; one feature cell per patch."),
+                io.Int.Input("projection_dim", default=0, min=0, max=4096,
+                             tooltip="0 = raw 3*p*p colour values; otherwise a fixed random projection to this "
+                                     "many channels."),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the random projection."),
+                io.Boolean.Input("center", default=True,
+                                 tooltip="Subtract the clip's mean colour first, so cosine similarity compares "
+                                         "colours rather than brightness."),
+                io.Float.Input("coords_weight", default=0.0, min=0.0, max=10.0, step=0.01,
+                               tooltip="Append normalised (x,y) cell coordinates times this weight (0 = off)."),
+            ],
+            outputs=[Features.Output(display_name="features")],
+        )
+
+    @classmethod
+    def execute(cls, images, patch_size, projection_dim, seed, center, coords_weight) -> io.NodeOutput:
+        progress = Progress(1)
+        out = patch_features(images, int(patch_size), int(projection_dim), int(seed), bool(center),
+                             float(coords_weight))
+        progress()
+        return io.NodeOutput(out)
+
+
+class VDT_SelectHeadsFrequencies(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_SelectHeadsFrequencies",
+            display_name="VDT Select Heads/Frequencies",
+            category=category("features"),
+            description="HeFT head and RoPE-band selection of per-head q/k features, plus an optional spatial "
+                        "low-pass.",
+            inputs=[
+                Features.Input("features", tooltip="Per-head features [T,heads,C,h,w] (attention q or k)."),
+                io.String.Input("heads", default="all",
+                                tooltip="One head ('6'), a list ('1,3,5', concatenated in that order) or 'all'. "
+                                        "HeFT: Cosmos 6, Wan 1, CogVideoX 19."),
+                io.String.Input("rope_dims", default="44,42,42",
+                                tooltip="Channels of the (T,H,W) RoPE groups of one head; must sum to head_dim. "
+                                        "Wan/Cosmos head_dim 128: 44,42,42; CogVideoX 64: 16,24,24."),
+                io.Float.Input("freq_low", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Drop this fraction of each group's RoPE bands from the high-frequency end "
+                                       "(HeFT: Cosmos 0.1, Wan 0.15, CogVideoX 0)."),
+                io.Float.Input("freq_high", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Keep bands up to this fraction of each group (1 = up to the lowest "
+                                       "frequency)."),
+                io.Combo.Input("layout", options=list(LAYOUTS), default="contiguous",
+                               tooltip="Channel layout of the RoPE pairs: 'contiguous' = HeFT's slicing (used for "
+                                       "every model in the paper), 'interleaved' = Wan pairs (2i,2i+1), "
+                                       "'half_split' = Cosmos (i, i+C/2)."),
+                io.Float.Input("spatial_lowpass", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="Keep spatial frequencies up to this fraction of Nyquist on each feature "
+                                       "map (1 = off). Not HeFT's 'frequency' (that is the RoPE band)."),
+            ],
+            outputs=[Features.Output(display_name="features")],
+        )
+
+    @classmethod
+    def execute(cls, features, heads, rope_dims, freq_low, freq_high, layout, spatial_lowpass) -> io.NodeOutput:
+        f = check_features("features", features, heads_axis=True)
+        x = f["features"]
+        progress = Progress(2)
+        dims = parse_rope_dims(rope_dims)
+        if freq_low <= 0 and freq_high >= 1:
+            dims = None                         # the full range keeps every channel, whatever the head size
+        out = select_heads_frequencies(x, heads, dims, (freq_low, freq_high), layout)
+        progress()
+        out = lowpass_maps(out, spatial_lowpass)
+        progress()
+        meta = dict(f["meta"], heads=parse_heads(heads, x.shape[1]), rope_dims=dims,
+                    freq_range=(float(freq_low), float(freq_high)), rope_layout=layout,
+                    spatial_lowpass=float(spatial_lowpass))
+        return io.NodeOutput({"features": out, "stride": f["stride"], "frame_size": f["frame_size"], "meta": meta})
+
+
+
+class VDT_FuseFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_FuseFeatures",
+            display_name="VDT Fuse Features",
+            category=category("features"),
+            description="TED fusion (Eq. 4): concat(alpha*a/|a|, (1-alpha)*b/|b|) per pixel; b is resized to a's "
+                        "grid.",
+            inputs=[
+                Features.Input("features_a", tooltip="Motion/video features R_v (their grid and stride are kept)."),
+                Features.Input("features_b", tooltip="Appearance features R_i (resized bilinearly to a's grid)."),
+                io.Float.Input("alpha", default=0.4, min=0.0, max=1.0, step=0.01,
+                               tooltip="Weight of features_a (TED: 0.4 DAVIS, 0.6 YouTube-Similar, 1.0 = a only)."),
+            ],
+            outputs=[Features.Output(display_name="features")],
+        )
+
+    @classmethod
+    def execute(cls, features_a, features_b, alpha) -> io.NodeOutput:
+        fa = check_features("features_a", features_a, heads_axis=False)
+        fb = check_features("features_b", features_b, heads_axis=False)
+        progress = Progress(1)
+        out = fuse_feature_dicts(fa, fb, float(alpha))
+        progress()
+        return io.NodeOutput(out)
+
+
+NODES = [VDT_PixelFeatures, VDT_SelectHeadsFrequencies, VDT_FuseFeatures]
