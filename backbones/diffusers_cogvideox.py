@@ -15,21 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from .diffusers_common import (Capture, DiffusersBackbone, ddpm_alphas_cumprod, from_pixels, latent_mask,
+from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, ddpm_alphas_cumprod, from_pixels, latent_mask,
                                load_denoiser, load_vae, scheduler_config, text_embeddings, to_pixels,
                                vpred_ddim_sdedit)
 from .protocol import check_level
 from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, run_steps, seeded_noise
-
-
-class _Restore:
-    """Puts an attention module's original processor back (used as a Capture handle)."""
-
-    def __init__(self, attn, processor):
-        self.attn, self.processor = attn, processor
-
-    def remove(self):
-        self.attn.processor = self.processor
 
 
 class _QKRecorder:
@@ -125,12 +115,6 @@ class CogVideoXBackbone(DiffusersBackbone):
             z = self.vae.encode(x.permute(1, 0, 2, 3).unsqueeze(0)).latent_dist.mode().permute(0, 2, 1, 3, 4)
         return (z * self.vae_scale).float()
 
-    def encode(self, frames):
-        self._to_device()
-        try:
-            return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
-        finally:
-            self._offload()
 
     @torch.no_grad()
     def _decode_pixels(self, latents):
@@ -140,13 +124,6 @@ class CogVideoXBackbone(DiffusersBackbone):
                               for f in z[0]])
         return self.vae.decode(z.permute(0, 2, 1, 3, 4)).sample[0].permute(1, 0, 2, 3).float()
 
-    def decode(self, latents, size=None):
-        self._to_device()
-        try:
-            x = self._decode_pixels(latents)
-        finally:
-            self._offload()
-        return from_pixels(x, size or tuple(x.shape[-2:]))
 
     # ---- transformer call
     def _prompt(self, text):
@@ -191,7 +168,7 @@ class CogVideoXBackbone(DiffusersBackbone):
                 if "q" in spec.kinds or "k" in spec.kinds:
                     orig = blk.attn1.processor
                     blk.attn1.processor = _QKRecorder(orig, cap, i, spec.kinds, spec.rope)
-                    cap.handles.append(_Restore(blk.attn1, orig))
+                    cap.handles.append(RestoreProcessor(blk.attn1, orig))
             got = cap.run(lambda: self._v(x, self.timestep_from_level(level), text))
         out = {}
         for k, v in got.items():

@@ -197,6 +197,16 @@ def clip_pixels(image: torch.Tensor, size: int, mean, std) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ capture
+class RestoreProcessor:
+    """Puts an attention module's original processor back (used as a Capture handle)."""
+
+    def __init__(self, attn, processor):
+        self.attn, self.processor = attn, processor
+
+    def remove(self) -> None:
+        self.attn.processor = self.processor
+
+
 class StopForward(Exception):
     """Raised from a hook once everything requested has been captured (ends the forward early)."""
 
@@ -275,8 +285,9 @@ def text_embeddings(source: str, prompt: str, max_length: int, fallback_shape: t
 class DiffusersBackbone:
     """What the diffusers adapters share: devices, the window loop of `features`, packaging.
 
-    Subclasses set the protocol attributes and implement `encode`, `decode`, `_window_features`
-    (one forward pass over one window of frames -> {key: tensor [t_latent, ...]}) and `regenerate`."""
+    Subclasses set the protocol attributes and implement `_encode_pixels` / `_decode_pixels` (VAE on pixels in
+    [-1,1]), `_window_features` (one forward pass over one window of frames -> {key: tensor [t_latent, ...]})
+    and `regenerate`."""
 
     family = ""
     latent_frames_per_video_frame_causal = False   # causal temporal VAE (frame 0 alone)
@@ -304,6 +315,22 @@ class DiffusersBackbone:
         if self.device != self.offload_device:
             for m in self._modules():
                 m.to(self.offload_device)
+
+    # ---- VAE: the models are moved to the device only for the call
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        self._to_device()
+        try:
+            return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
+        finally:
+            self._offload()
+
+    def decode(self, latents: torch.Tensor, size=None) -> torch.Tensor:
+        self._to_device()
+        try:
+            x = self._decode_pixels(latents)
+        finally:
+            self._offload()
+        return from_pixels(x, size or tuple(x.shape[-2:]))
 
     # ---- features
     def _window_features(self, frames: torch.Tensor, level: float, spec, seed: int, cond) -> dict:

@@ -85,25 +85,12 @@ class I2VGenBackbone(DiffusersBackbone):
         z = torch.cat([self.vae.encode(c.to(self.device, self.dtype)).latent_dist.mode() for c in x.split(8)])
         return (z * self.vae_scale).float().permute(1, 0, 2, 3).unsqueeze(0)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        self._to_device()
-        try:
-            return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
-        finally:
-            self._offload()
 
     @torch.no_grad()
     def _decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents[0].permute(1, 0, 2, 3) / self.vae_scale
         return torch.cat([self.vae.decode(c.to(self.device, self.dtype)).sample.float() for c in z.split(4)])
 
-    def decode(self, latents: torch.Tensor, size=None) -> torch.Tensor:
-        self._to_device()
-        try:
-            x = self._decode_pixels(latents)
-        finally:
-            self._offload()
-        return from_pixels(x, size or tuple(x.shape[-2:]))
 
     # ---- conditioning (the pipeline's first-frame image conditioning)
     @torch.no_grad()

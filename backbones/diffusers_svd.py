@@ -92,25 +92,12 @@ class SVDBackbone(DiffusersBackbone):
         z = torch.cat([self.vae.encode(c.to(self.device, self.dtype)).latent_dist.mode() for c in x.split(8)])
         return (z * (self.vae_scale if scale else 1.0)).float().unsqueeze(0)
 
-    def encode(self, frames):
-        self._to_device()
-        try:
-            return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
-        finally:
-            self._offload()
 
     @torch.no_grad()
     def _decode_pixels(self, latents):
         z = (latents[0] / self.vae_scale).to(self.device, self.dtype)
         return self.vae.decode(z, num_frames=z.shape[0]).sample.float()
 
-    def decode(self, latents, size=None):
-        self._to_device()
-        try:
-            x = self._decode_pixels(latents)
-        finally:
-            self._offload()
-        return from_pixels(x, size or tuple(x.shape[-2:]))
 
     # ---- conditioning
     @torch.no_grad()

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from .diffusers_common import (Capture, DiffusersBackbone, cond_image, from_pixels, load_denoiser, load_from_folder,
+from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, cond_image, from_pixels, load_denoiser, load_from_folder,
                                shipped_config_dir, to_pixels)
 from .protocol import check_level
 from .schedules import flow_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
@@ -49,14 +49,6 @@ class _QKSpy:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         finally:
             tw.dispatch_attention_fn = orig
-
-
-class _Restore:
-    def __init__(self, attn, processor):
-        self.attn, self.processor = attn, processor
-
-    def remove(self):
-        self.attn.processor = self.processor
 
 
 class DiffusersWanBackbone(DiffusersBackbone):
@@ -127,25 +119,12 @@ class DiffusersWanBackbone(DiffusersBackbone):
         z = self.vae.encode(x.permute(1, 0, 2, 3).unsqueeze(0).to(self.device, self.dtype)).latent_dist.mode()
         return (z.float() - self.latents_mean.to(z.device)) / self.latents_std.to(z.device)
 
-    def encode(self, frames):
-        self._to_device()
-        try:
-            return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
-        finally:
-            self._offload()
 
     @torch.no_grad()
     def _decode_pixels(self, latents):
         z = latents.float() * self.latents_std.to(latents.device) + self.latents_mean.to(latents.device)
         return self.vae.decode(z.to(self.device, self.dtype)).sample[0].permute(1, 0, 2, 3).float()
 
-    def decode(self, latents, size=None):
-        self._to_device()
-        try:
-            x = self._decode_pixels(latents)
-        finally:
-            self._offload()
-        return from_pixels(x, size or tuple(x.shape[-2:]))
 
     # ---- conditioning
     def image_concat(self, image: Optional[torch.Tensor], length: int, size) -> Optional[torch.Tensor]:
@@ -182,7 +161,7 @@ class DiffusersWanBackbone(DiffusersBackbone):
                 if qk and spec.rope == "after":
                     orig = blk.attn1.processor
                     blk.attn1.processor = _QKSpy(orig, cap, i, qk)
-                    cap.handles.append(_Restore(blk.attn1, orig))
+                    cap.handles.append(RestoreProcessor(blk.attn1, orig))
                 elif qk:
                     for kind in qk:
                         norm = blk.attn1.norm_q if kind == "q" else blk.attn1.norm_k

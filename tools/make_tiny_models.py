@@ -9,8 +9,14 @@ Files (under <models>/diffusion_models and <models>/vae):
   vdtrack_tiny_wan_i2v.safetensors       Wan 2.2-I2V layout (in_dim 36 = noise 16 + mask 4 + image 16, no CLIP)
   vdtrack_tiny_wan_i2v_clip.safetensors  Wan 2.1-I2V layout (in_dim 36 + CLIP-vision image tokens), 2 layers
   vdtrack_tiny_wan_vae.safetensors       Wan 2.1 VAE (8x spatial, 4x temporal, 16 latent channels), width 8
+  vdtrack_tiny_cosmos_p2_v2w.safetensors Cosmos-Predict2 Video2World layout (in_channels 17 = latent 16 + condition
+                                         mask; ComfyUI's CosmosI2VPredict2), model_channels 192, 16 heads of 12,
+                                         10 blocks: the smallest the detector accepts (it fixes 16 heads and 10 blocks
+                                         unless model_channels is 2048/5120, and RoPE needs head_dim >= 12). Uses the
+                                         Wan 2.1 VAE, as Cosmos-Predict2 does in ComfyUI. About 31 MB.
 
-Weights are seeded (same bytes every run) and stored in fp16 (DiT) / fp32 (VAE); the total is about 20 MB.
+Weights are seeded (same bytes every run) and stored in fp16 (DiT) / fp32 (VAE); the Wan files total about
+20 MB, the Cosmos one about 31 MB.
 CLI:  python tools/make_tiny_models.py <ComfyUI models dir>
 """
 from __future__ import annotations
@@ -25,6 +31,7 @@ from safetensors.torch import save_file
 T2V_NAME = "vdtrack_tiny_wan_t2v.safetensors"
 I2V_NAME = "vdtrack_tiny_wan_i2v.safetensors"
 I2V_CLIP_NAME = "vdtrack_tiny_wan_i2v_clip.safetensors"
+COSMOS_NAME = "vdtrack_tiny_cosmos_p2_v2w.safetensors"
 VAE_NAME = "vdtrack_tiny_wan_vae.safetensors"
 
 DIM, FFN, HEAD_DIM, TEXT_DIM = 256, 512, 128, 4096
@@ -65,6 +72,20 @@ def _wan_dit(model_type: str, in_dim: int, num_layers: int, seed: int) -> dict[s
     return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
 
 
+def _cosmos_dit(seed: int) -> dict[str, torch.Tensor]:
+    """MiniTrainDIT with the hyper-parameters comfy.model_detection derives for a non-2B/14B width."""
+    import comfy.ops
+    from comfy.ldm.cosmos.predict2 import MiniTrainDIT
+
+    m = MiniTrainDIT(max_img_h=240, max_img_w=240, max_frames=128, in_channels=17, out_channels=16, patch_spatial=2,
+                     patch_temporal=1, concat_padding_mask=True, model_channels=192, num_blocks=10, num_heads=16,
+                     crossattn_emb_channels=1024, pos_emb_cls="rope3d", pos_emb_learnable=True,
+                     use_adaln_lora=True, adaln_lora_dim=256, rope_enable_fps_modulation=False,
+                     operations=comfy.ops.disable_weight_init)
+    _init_(m, seed)
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
+
+
 def _wan_vae(seed: int) -> dict[str, torch.Tensor]:
     from comfy.ldm.wan.vae import WanVAE
 
@@ -98,6 +119,7 @@ def build_tiny_models(dest_models_dir: str, overwrite: bool = False) -> dict[str
         "wan_i2v": (os.path.join(dm_dir, I2V_NAME), lambda: _wan_dit("t2v", 36, 2, seed=2)),
         "wan_i2v_clip": (os.path.join(dm_dir, I2V_CLIP_NAME), lambda: _wan_dit("i2v", 36, 2, seed=3)),
         "wan_vae": (os.path.join(vae_dir, VAE_NAME), lambda: _wan_vae(seed=4)),
+        "cosmos_v2w": (os.path.join(dm_dir, COSMOS_NAME), lambda: _cosmos_dit(seed=5)),
     }
     out = {}
     for kind, (path, make) in jobs.items():

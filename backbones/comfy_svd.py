@@ -1,0 +1,284 @@
+"""ComfyUI-native Stable Video Diffusion adapter: MODEL + VAE (+ CLIP_VISION_OUTPUT) as loaded by
+ImageOnlyCheckpointLoader (`model_base.SVD_img2vid`, EDM v-prediction, a VideoUNet).
+
+Features (Track4Gen): "block{i}" = output of decoder up block i in diffusers numbering. ComfyUI's UNet keeps
+the decoder as a flat `output_blocks` list of (num_res_blocks + 1) modules per level; the last module of a
+level ends with its Upsample, so diffusers up_blocks[i] (with upsamplers[0] for i < last) ends at
+output_blocks[(nrb+1)*i + nrb]; for SVD (nrb 2): up_blocks[2].upsamplers[0] = output_blocks[8] (stride 8 px).
+Capture: ComfyUI's `output_block_patch` (set_model_output_block_patch on model.clone()) is called before
+output block j with h = the output of block j-1, so block (nrb+1)*i + nrb is read at the patch call of the
+next block; StopForward is raised there after the deepest requested layer (the rest of the decoder is
+skipped). The last up block (its output only feeds the final norm/conv) has no such call and is not offered.
+Noise: EDM, sigma log-linear in level between the model's sigma_min and sigma_max (percent_to_sigma),
+x = x0 + sigma*eps in model space (process_latent_in of the VAE latent); timestep = 0.25 ln sigma (what the
+UNet's time embedding receives; same convention as diffusers_svd).
+Conditioning as core SVD_img2vid_Conditioning: CLIP image embedding of the image as the context (zeros
+without a CLIP vision output: the unconditional embedding, features only), the raw VAE latent of the image
+as `concat_latent_image` on every frame, fps 6, motion_bucket_id 127, augmentation_level 0.
+Latents are [T, 4, h, w] (frames on the batch axis). Windows: 14 frames (SVD), any overlap.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_base
+import comfy.model_management
+import comfy.samplers
+
+from . import schedules, windows
+from .capture import StopForward
+from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
+
+SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
+
+
+def is_svd_model(model) -> bool:
+    return isinstance(getattr(model, "model", None), comfy.model_base.SVD_img2vid)
+
+
+class UpBlockCapture:
+    """output_block_patch that records the outputs of diffusers up_blocks[i] (read-only) and stops early."""
+
+    def __init__(self, ends: dict[int, int], stop_early: bool = True, to_device=None):
+        self.ends = ends                       # layer -> index of its last output block
+        self.by_next = {end + 1: layer for layer, end in ends.items()}
+        self.deepest_next = max(self.by_next)
+        self.stop_early = stop_early
+        self.to_device = to_device
+        self.store: dict[str, torch.Tensor] = {}
+        self.blocks_run: list[int] = []
+
+    def install(self, patcher) -> None:
+        patcher.set_model_output_block_patch(self.patch)
+
+    def patch(self, h, hsp, transformer_options):
+        kind, j = transformer_options.get("block", (None, None))
+        if kind == "output":
+            self.blocks_run.append(j)
+            layer = self.by_next.get(j)
+            if layer is not None:
+                t = h.detach().float()
+                self.store[f"block{layer}"] = t.to(self.to_device) if self.to_device is not None else t
+                if self.stop_early and j == self.deepest_next:
+                    raise StopForward()
+        return h, hsp
+
+
+class ComfySVDBackbone:
+    family = "svd"
+    temporal_compression = 1
+    default_window = 14
+    num_heads = 0
+    head_dim = 0
+
+    def __init__(self, model, vae, text: Any = None):
+        if not is_svd_model(model):
+            raise ValueError(f"model: expected a Stable Video Diffusion model (SVD_img2vid), got "
+                             f"{type(getattr(model, 'model', model)).__name__}")
+        self.model = model
+        self.vae = vae
+        base = model.model
+        dm = base.diffusion_model
+        self.nrb = int(dm.num_res_blocks[0]) if isinstance(dm.num_res_blocks, (list, tuple)) else int(dm.num_res_blocks)
+        self.levels = len(dm.output_blocks) // (self.nrb + 1)
+        self.num_layers = self.levels - 1                   # up blocks whose output a patch call sees
+        self.latent_channels = int(base.latent_format.latent_channels)
+        if vae is None or getattr(vae, "latent_channels", None) != self.latent_channels:
+            raise ValueError(f"vae: SVD needs a {self.latent_channels}-channel image VAE, got "
+                             f"{getattr(vae, 'latent_channels', None)} channels")
+        self.context_dim = int(base.model_config.unet_config.get("context_dim", 1024))
+        self.vae_stride = 8
+        self.pixel_multiple = self.vae_stride * 2 ** (self.levels - 1)
+        self.spatial_stride = self.layer_stride(2 if self.num_layers > 2 else self.num_layers - 1)
+        self.model_sampling = model.get_model_object("model_sampling")
+        self.sigma_min = float(self.model_sampling.sigma_min)
+        self.sigma_max = float(self.model_sampling.sigma_max)
+        self.name = f"svd:{type(base.model_config).__name__}:{dm.model_channels}"
+
+    def output_block_of(self, layer: int) -> int:
+        """ComfyUI output_blocks index that ends diffusers up_blocks[layer] (its upsampler for layer < last)."""
+        return (self.nrb + 1) * layer + self.nrb
+
+    def layer_stride(self, layer: int) -> int:
+        return self.pixel_multiple // 2 ** (layer + 1)
+
+    # ---------------------------------------------------------------- schedule
+    def sigma_at(self, level: float) -> float:
+        return schedules.edm_sigma(check_level(level), self.sigma_min, self.sigma_max)
+
+    def timestep_from_level(self, level: float) -> float:
+        s = self.sigma_at(level)
+        return 0.25 * math.log(max(s, 1e-12))
+
+    def level_from_timestep(self, t: float) -> float:
+        return schedules.edm_level(math.exp(4.0 * float(t)), self.sigma_min, self.sigma_max)
+
+    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
+        eps = schedules.seeded_noise(latents.shape, seed, latents.device, latents.dtype)
+        return schedules.edm_noise(latents, eps, self.sigma_at(level))
+
+    # ---------------------------------------------------------------- VAE
+    def model_size(self, h: int, w: int) -> tuple[int, int]:
+        s = self.pixel_multiple
+        return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
+
+    @staticmethod
+    def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(img.shape[1:3]) == tuple(size):
+            return img
+        x = F.interpolate(img.movedim(-1, 1).float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        return x.clamp(0, 1).movedim(1, -1)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """[T,H,W,3] 0..1 -> model-space latent [T,4,h,w]."""
+        return self.model.model.process_latent_in(self.vae.encode(frames[..., :3]).float())
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        img = self.vae.decode(self.model.model.process_latent_out(latents.float()))
+        return img.reshape(-1, *img.shape[-3:]).float()
+
+    # ---------------------------------------------------------------- conditioning
+    def _conds(self, cond: ImageCond, size: tuple[int, int], need_clip: bool) -> list:
+        """What core SVD_img2vid_Conditioning builds for one init image."""
+        img = cond.image if cond.image.ndim == 4 else cond.image[None]
+        img = self._resize(img[:1, ..., :3].float(), size)
+        cvo = cond.clip_vision_output
+        if cvo is None:
+            if need_clip:
+                raise ValueError("clip_vision: SVD regeneration needs a CLIP_VISION model (the one in the SVD "
+                                 "checkpoint, from Image Only Checkpoint Loader) to encode both first frames")
+            pooled = torch.zeros(1, 1, self.context_dim)
+        else:
+            pooled = cvo.image_embeds.unsqueeze(0).float()
+            if pooled.shape[-1] != self.context_dim:
+                raise ValueError(f"clip_vision: image embeddings are {pooled.shape[-1]}-wide, the model expects "
+                                 f"{self.context_dim} (use the CLIP vision model of the SVD checkpoint)")
+        return [[pooled, {**SVD_DEFAULTS, "concat_latent_image": self.vae.encode(img)}]]
+
+    # ---------------------------------------------------------------- features
+    def _check_spec(self, spec: FeatureSpec) -> None:
+        if any(k != "block" for k in spec.kinds):
+            raise ValueError("kind: SVD offers 'block' features only (UNet up-block outputs)")
+        bad = [i for i in spec.layers if not (0 <= i < self.num_layers)]
+        if bad:
+            raise ValueError(f"layer: {bad} outside 0..{self.num_layers - 1} (SVD up blocks; Track4Gen uses 2)")
+
+    def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int, conds: list,
+                       stop_early: bool = True) -> dict[str, torch.Tensor]:
+        self._check_spec(spec)
+        if check_level(level) == 0.0:
+            raise ValueError("noise_level: SVD (EDM) needs a level > 0 (sigma 0 has no timestep)")
+        m = self.model.clone()
+        cap = UpBlockCapture({i: self.output_block_of(i) for i in spec.layers}, stop_early,
+                             comfy.model_management.intermediate_device())
+        cap.install(m)
+        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
+
+        def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
+            try:
+                model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+            except StopForward:
+                pass
+            return x
+
+        guider = comfy.samplers.CFGGuider(m)
+        guider.set_conds(conds, conds)
+        guider.set_cfg(1.0)
+        guider.sample(noise, self.model.model.process_latent_out(x0.float()), comfy.samplers.KSAMPLER(one_call),
+                      torch.tensor([self.sigma_at(level), 0.0]), disable_pbar=True, seed=seed)
+        self.last_blocks_run = list(cap.blocks_run)
+        missing = [k for k in spec.keys() if k not in cap.store]
+        if missing:
+            raise RuntimeError(f"capture: {missing} were not produced by the forward pass")
+        return cap.store
+
+    def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+                 cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
+        level = check_level(level)
+        self._check_spec(spec)
+        frames = frames[..., :3].float()
+        T, H, W = frames.shape[:3]
+        mh, mw = self.model_size(H, W)
+        x = self._resize(frames, (mh, mw))
+        window = spec.window or self.default_window
+        plan = windows.plan_windows(T, window, spec.overlap, quantum=1)
+        image_cond = cond if isinstance(cond, ImageCond) else None
+        out: dict[str, torch.Tensor] = {}
+        for win in plan:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            clip = windows.pad_frames(x[win.start:win.stop], win.length)
+            first = ImageCond(clip[:1]) if image_cond is None else image_cond   # default: the window's 1st frame
+            raw = self.capture_latent(self.encode(clip), level, spec, seed, self._conds(first, (mh, mw), False))
+            lo, hi = win.keep_start - win.start, win.keep_stop - win.start
+            for key in spec.keys():
+                if key not in out:
+                    out[key] = raw[key].new_empty((T,) + tuple(raw[key].shape[1:]))
+                out[key][win.keep_start:win.keep_stop] = raw[key][lo:hi]
+            if progress is not None:
+                progress()
+        result = {}
+        for layer in spec.layers:
+            key = f"block{layer}"
+            f = out[key]
+            meta = {"backbone": self.name, "family": self.family, "layer": layer, "kind": "block",
+                    "output_block": self.output_block_of(layer), "level": level, "noise": level,
+                    "timestep": self.timestep_from_level(level), "sigma": self.sigma_at(level), "rope": None,
+                    "rope_groups": None, "heads": None, "num_heads": 0,
+                    "window": windows.quantize_window(window, 1), "overlap": spec.overlap, "windows": len(plan),
+                    "seed": int(seed), "model_size": (mh, mw)}
+            result[key] = feature_dict(f, (H / f.shape[-2], W / f.shape[-1]), (H, W), meta)
+        return result
+
+    # ---------------------------------------------------------------- regeneration
+    def regen_steps(self, level: float, steps: int) -> int:
+        return schedules.run_steps(check_level(level), int(steps))
+
+    def regenerate(self, frames: torch.Tensor, level: float, positive: ImageCond, negative: ImageCond,
+                   guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
+                   progress: ProgressFn = None) -> torch.Tensor:
+        level = check_level(level)
+        frames = frames[..., :3].float()
+        T, H, W = frames.shape[:3]
+        size = self.model_size(H, W)
+        x0 = self.encode(self._resize(frames, size))
+        pos = self._conds(positive, size, True)
+        neg = self._conds(negative, size, True)
+        lat_mask = None
+        if mask is not None:
+            m = mask.float()
+            m = m[None] if m.ndim == 2 else m
+            if m.shape[0] == 1 and T > 1:
+                m = m.expand(T, -1, -1)
+            m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            lat_mask = windows.mask_to_latent_grid(m, T, 1, self.vae_stride, causal_first=False)[0, 0][:, None]
+        out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
+        return self._resize(self.decode(out)[:T], (H, W)).clamp(0, 1)
+
+    def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list, guidance: float,
+                          steps: int, latent_mask: Optional[torch.Tensor] = None, seed: int = 0,
+                          progress: ProgressFn = None) -> torch.Tensor:
+        """SDEdit with Euler on the tail of SVD's Karras schedule from sigma(level); per step
+        den = den_pos + w (den_pos - den_neg) (ComfyUI CFG, cfg = 1 + w). latent_mask [T,1,h,w], 1 = regenerate:
+        outside it ComfyUI's inpainting keeps the noised original each step and the original at the end."""
+        if guidance < 0:
+            raise ValueError(f"guidance: {guidance} must be >= 0")
+        full = comfy.samplers.calculate_sigmas(self.model_sampling, "karras", int(steps)).float()
+        sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
+        if len(sigmas) < 2:
+            return x0.clone()
+        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
+        guider = comfy.samplers.CFGGuider(self.model.clone())
+        guider.set_conds(positive, negative)
+        guider.set_cfg(1.0 + float(guidance))
+
+        def on_step(i, denoised, x, total):
+            if progress is not None:
+                progress()
+        out = guider.sample(noise, self.model.model.process_latent_out(x0.float()),
+                            comfy.samplers.sampler_object("euler"), sigmas, denoise_mask=latent_mask,
+                            callback=on_step, disable_pbar=True, seed=seed)
+        return self.model.model.process_latent_in(out.float())
