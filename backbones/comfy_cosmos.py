@@ -40,7 +40,7 @@ import comfy.samplers
 
 from . import schedules
 from .capture import DitCapture, StopForward
-from .comfy_wan import ComfyWanBackbone
+from .comfy_wan import ComfyWanBackbone, conditional_forward
 from .protocol import FeatureSpec, ImageCond, check_level
 
 # An all-zero context gives zero cross-attention keys/values (bias-free projections, RMSNorm(0) = 0), so the
@@ -268,21 +268,8 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
         cap = CosmosCapture(spec, self.num_heads, stop_early=stop_early,
                             to_device=comfy.model_management.intermediate_device())
         cap.install(m)
-        sigma = self.sigma_at(level)
-        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
-
-        def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
-            try:
-                model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-            except StopForward:
-                pass
-            return x
-
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(conds, conds)
-        guider.set_cfg(1.0)              # conditional branch only (HeFT records the conditional pass)
-        guider.sample(noise, self.model.model.process_latent_out(x0.float()), comfy.samplers.KSAMPLER(one_call),
-                      torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
+        # conditional branch only (HeFT records the conditional pass)
+        conditional_forward(m, self.model.model.process_latent_out(x0.float()), self.sigma_at(level), conds, seed)
         self.last_blocks_run = list(cap.blocks_run)
         missing = [k for k in spec.keys() if k not in cap.store]
         if missing:

@@ -31,6 +31,7 @@ import comfy.samplers
 
 from . import schedules, windows
 from .capture import StopForward
+from .comfy_wan import conditional_forward
 from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
 
 SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
@@ -176,20 +177,7 @@ class ComfySVDBackbone:
         cap = UpBlockCapture({i: self.output_block_of(i) for i in spec.layers}, stop_early,
                              comfy.model_management.intermediate_device())
         cap.install(m)
-        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
-
-        def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
-            try:
-                model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-            except StopForward:
-                pass
-            return x
-
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(conds, conds)
-        guider.set_cfg(1.0)
-        guider.sample(noise, self.model.model.process_latent_out(x0.float()), comfy.samplers.KSAMPLER(one_call),
-                      torch.tensor([self.sigma_at(level), 0.0]), disable_pbar=True, seed=seed)
+        conditional_forward(m, self.model.model.process_latent_out(x0.float()), self.sigma_at(level), conds, seed)
         self.last_blocks_run = list(cap.blocks_run)
         missing = [k for k in spec.keys() if k not in cap.store]
         if missing:

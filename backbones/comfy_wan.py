@@ -31,6 +31,26 @@ WAN_TEXT_LEN = 512
 CLIP_TOKENS, CLIP_DIM = 257, 1280
 
 
+
+def conditional_forward(patched, latent: torch.Tensor, sigma: float, conds: list, seed: int) -> None:
+    """One forward pass of `patched` (a clone carrying capture patches) at `sigma`, conditional branch only,
+    through ComfyUI's own CFGGuider so conds, concat latents and the model's patches are handled by ComfyUI.
+    `latent` is in LATENT space (process_latent_out). A capture may end the pass early with StopForward."""
+    noise = schedules.seeded_noise(latent.shape, seed, latent.device, torch.float32)
+
+    def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        try:
+            model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+        except StopForward:
+            pass
+        return x
+
+    guider = comfy.samplers.CFGGuider(patched)
+    guider.set_conds(conds, conds)
+    guider.set_cfg(1.0)              # ComfyUI skips the negative branch at cfg 1
+    guider.sample(noise, latent, comfy.samplers.KSAMPLER(one_call), torch.tensor([float(sigma), 0.0]),
+                  disable_pbar=True, seed=seed)
+
 class _ZeroClipVision:
     """Stands in for a CLIP_VISION_OUTPUT (all-zero image tokens) when an I2V model with CLIP gets none."""
 
@@ -181,22 +201,7 @@ class ComfyWanBackbone:
         cap = DitCapture(spec, self.num_heads, stop_early=stop_early,
                          to_device=comfy.model_management.intermediate_device())
         cap.install(m)
-        sigma = self.sigma_at(level)
-        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
-
-        def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
-            try:
-                model(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-            except StopForward:
-                pass
-            return x
-
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(conds, conds)
-        guider.set_cfg(1.0)              # conditional branch only: ComfyUI skips the negative at cfg 1
-        lat = self.model.model.process_latent_out(x0.float())
-        guider.sample(noise, lat, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]),
-                      disable_pbar=True, seed=seed)
+        conditional_forward(m, self.model.model.process_latent_out(x0.float()), self.sigma_at(level), conds, seed)
         self.last_blocks_run = list(cap.blocks_run)
         missing = [k for k in spec.keys() if k not in cap.store]
         if missing:
