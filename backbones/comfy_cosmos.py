@@ -40,7 +40,7 @@ import comfy.samplers
 
 from . import schedules
 from .capture import DitCapture, StopForward
-from .comfy_wan import ComfyWanBackbone, conditional_forward
+from .comfy_wan import ComfyWanBackbone, conditional_forward, guided_euler
 from .protocol import FeatureSpec, ImageCond, check_level
 
 # An all-zero context gives zero cross-attention keys/values (bias-free projections, RMSNorm(0) = 0), so the
@@ -296,16 +296,7 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
             start[:, :, : first.shape[2]] = first.to(start)
             keep[:, :, : first.shape[2]] = 0.0
         mask = keep if latent_mask is None else keep * latent_mask.to(keep)
-        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
         m = self.model.clone()
         self._install_first_frames(m, positive, negative)
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(positive, negative)
-        guider.set_cfg(1.0 + float(guidance))
-
-        def on_step(i, denoised, x, total):
-            if progress is not None:
-                progress()
-        out = guider.sample(noise, self.model.model.process_latent_out(start), comfy.samplers.sampler_object("euler"),
-                            sigmas, denoise_mask=mask, callback=on_step, disable_pbar=True, seed=seed)
-        return self.model.model.process_latent_in(out.float())
+        # noise drawn for x0's shape: start has the same shape, the first frame replaced
+        return guided_euler(m, start, sigmas, positive, negative, guidance, mask, seed, progress)

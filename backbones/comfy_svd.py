@@ -31,7 +31,7 @@ import comfy.samplers
 
 from . import schedules, windows
 from .capture import StopForward
-from .comfy_wan import conditional_forward
+from .comfy_wan import conditional_forward, guided_euler
 from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
 
 SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
@@ -258,15 +258,4 @@ class ComfySVDBackbone:
         sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
         if len(sigmas) < 2:
             return x0.clone()
-        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
-        guider = comfy.samplers.CFGGuider(self.model.clone())
-        guider.set_conds(positive, negative)
-        guider.set_cfg(1.0 + float(guidance))
-
-        def on_step(i, denoised, x, total):
-            if progress is not None:
-                progress()
-        out = guider.sample(noise, self.model.model.process_latent_out(x0.float()),
-                            comfy.samplers.sampler_object("euler"), sigmas, denoise_mask=latent_mask,
-                            callback=on_step, disable_pbar=True, seed=seed)
-        return self.model.model.process_latent_in(out.float())
+        return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)

@@ -51,6 +51,25 @@ def conditional_forward(patched, latent: torch.Tensor, sigma: float, conds: list
     guider.sample(noise, latent, comfy.samplers.KSAMPLER(one_call), torch.tensor([float(sigma), 0.0]),
                   disable_pbar=True, seed=seed)
 
+
+def guided_euler(patched, model_latent: torch.Tensor, sigmas: torch.Tensor, positive: list, negative: list,
+                 guidance: float, denoise_mask, seed: int, progress=None) -> torch.Tensor:
+    """SDEdit with ComfyUI's Euler sampler and CFGGuider on `patched` from model-space `model_latent` along
+    `sigmas`: ComfyUI's CFG neg + cfg (pos - neg) with cfg = 1 + w is v_pos + w (v_pos - v_neg). The
+    denoise_mask (1 = regenerate) is ComfyUI's inpainting rule. Returns the model-space result."""
+    noise = schedules.seeded_noise(model_latent.shape, seed, model_latent.device, torch.float32)
+    guider = comfy.samplers.CFGGuider(patched)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(1.0 + float(guidance))
+
+    def on_step(i, denoised, x, total):
+        if progress is not None:
+            progress()
+    base = patched.model
+    out = guider.sample(noise, base.process_latent_out(model_latent.float()), comfy.samplers.sampler_object("euler"),
+                        sigmas, denoise_mask=denoise_mask, callback=on_step, disable_pbar=True, seed=seed)
+    return base.process_latent_in(out.float())
+
 class _ZeroClipVision:
     """Stands in for a CLIP_VISION_OUTPUT (all-zero image tokens) when an I2V model with CLIP gets none."""
 
@@ -314,19 +333,7 @@ class ComfyWanBackbone:
         sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
         if len(sigmas) < 2:
             return x0.clone()
-        noise = schedules.seeded_noise(x0.shape, seed, x0.device, torch.float32)
-        m = self.model.clone()
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(positive, negative)
-        guider.set_cfg(1.0 + float(guidance))
-
-        def on_step(i, denoised, x, total):
-            if progress is not None:
-                progress()
-        out = guider.sample(noise, self.model.model.process_latent_out(x0.float()),
-                            comfy.samplers.sampler_object("euler"), sigmas, denoise_mask=latent_mask,
-                            callback=on_step, disable_pbar=True, seed=seed)
-        return self.model.model.process_latent_in(out.float())
+        return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)
 
     def regen_steps(self, level: float, steps: int) -> int:
         """Number of sampler steps regenerate() runs (for progress bars)."""
