@@ -14,11 +14,11 @@ def model_kind(model) -> str:
 
 
 def backbone_from_model(model, vae, text: Any = None):
-    """VideoBackbone over a ComfyUI MODEL + VAE. Wan 2.1/2.2 (WanModel DiT) and Cosmos-Predict2 (MiniTrainDIT)
-    and SVD (SVD_img2vid) are supported natively;
-    anything else raises a ValueError naming the `model` input."""
+    """VideoBackbone over a ComfyUI MODEL + VAE: Wan 2.1/2.2 (WanModel DiT), Cosmos-Predict2 (MiniTrainDIT) and
+    SVD (SVD_img2vid). Anything else raises a ValueError naming the `model` input."""
     if model is None:
-        raise ValueError("model: no model connected (load a Wan diffusion model with 'Load Diffusion Model')")
+        raise ValueError("model: no model connected (load Wan or Cosmos-Predict2 with 'Load Diffusion Model', "
+                         "or SVD with 'Image Only Checkpoint Loader')")
     if is_wan_model(model):
         return ComfyWanBackbone(model, vae, text=text)
     if is_cosmos_model(model):

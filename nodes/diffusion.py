@@ -46,8 +46,8 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
                         "captures a block output or the per-head self-attention query/key (after QK-norm) of one "
                         "layer, per video frame. Long clips run in overlapping windows. " + SIZE_NOTE,
             inputs=[
-                io.Model.Input("model", tooltip="A Wan 2.1/2.2 diffusion model (Load Diffusion Model)."),
-                io.Vae.Input("vae", tooltip="The model's VAE (Wan 2.1 VAE for Wan 2.1 and Wan 2.2 14B)."),
+                io.Model.Input("model", tooltip="A video diffusion model: Wan 2.1/2.2 or Cosmos-Predict2 (Load Diffusion Model), or SVD (Image Only Checkpoint Loader)."),
+                io.Vae.Input("vae", tooltip="The model's VAE (the Wan 2.1 VAE for Wan 2.1, Wan 2.2 14B and Cosmos-Predict2; the checkpoint's VAE for SVD)."),
                 io.Image.Input("images", tooltip="The clip [frames,H,W,3]."),
                 io.Int.Input("layer", default=18, min=0, max=255,
                              tooltip="Transformer block index (0-based). HeFT: 18 for Wan2.1-1.3B and Cosmos-2B."),
@@ -66,7 +66,7 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
                                 tooltip="Heads to keep for q/k, e.g. '1' or '1,6'; empty = all heads."),
                 io.Int.Input("window", default=0, min=0, max=1024,
                              tooltip="Video frames per window (rounded down to 4k+1 for Wan); 0 = model default "
-                                     "(81 for Wan)."),
+                                     "(81 for Wan, 25 for Cosmos (HeFT), 14 for SVD)."),
                 io.Int.Input("overlap", default=0, min=0, max=1023,
                              tooltip="Frames shared by consecutive windows (split in the middle; a short final "
                                      "window borrows earlier frames and drops their features)."),
@@ -118,7 +118,7 @@ class VDT_CounterfactualRegenerate(io.ComfyNode):
                         "w (v_pos - v_neg). With a mask only the masked region is regenerated (RePaint-style); "
                         "outside it the original latent is kept. " + SIZE_NOTE,
             inputs=[
-                io.Model.Input("model", tooltip="A Wan image-to-video model (Wan 2.1 I2V or Wan 2.2 I2V)."),
+                io.Model.Input("model", tooltip="An image-to-video model: Wan 2.1/2.2 I2V, Cosmos-Predict2 Video2World or SVD."),
                 io.Vae.Input("vae", tooltip="The model's VAE."),
                 io.Image.Input("images", tooltip="The clip to regenerate (usually rebalanced, marker pasted on frame 0)."),
                 io.Image.Input("edited_first_frame", tooltip="Positive image prompt: frame 0 with the marker."),
