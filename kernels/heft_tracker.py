@@ -22,13 +22,25 @@ through the per-pixel normalisation. False works on the feature grid directly (c
 in pixels): much cheaper, positions still sub-cell through the soft-argmax.
 
 Visibility feedback (`fb_mode`):
-  'sequential' (default, the published algorithm): visibility at frame i feeds the search radius and the EMA at
-    i+1, so the backward checks must finish before the next forward step: O(T^2) steps, each vectorised over all
-    points and both time directions.
+  'speculative' (default): the published algorithm, exactly, with batched backward checks. Visibility at frame i
+    feeds the search radius and the EMA at i+1, and the backward check from i depends on the forward positions
+    and visibilities at frames [query_t, i] (not only on the state at i). So: guess every frame's visibility
+    (first all visible), run the forward pass under the guess (O(T) steps), then advance the backward tracks of
+    ALL start frames together one frame per step (O(T) steps over (tracks x start frames)). For each track the
+    frames before its first frame whose computed visibility differs from the guess are exact (their inputs only
+    involve correctly guessed frames), and so is that frame itself (with the corrected visibility); the track
+    restarts from there (each track from its own step, vectorised), guessing that the corrected visibility
+    persists for a few steps, while finished tracks drop out. Backward tracks finish in start-step order, so the
+    ones from later steps of a track are dropped as soon as an earlier one contradicts its guess.
+    Cost O(T x (1 + visibility surprises)) vectorised steps; more arithmetic than 'sequential' (each restart
+    redoes the backward tracks past the restart step), so it wins where steps are latency-bound (GPU), not on
+    one CPU thread. It holds one descriptor per (track, start frame): N*T*C values per point chunk (chunked over
+    points by `max_elements`).
+  'sequential': the same result the plain way: the backward check from every frame runs before the next forward
+    step: O(T^2) steps, each vectorised over all points and both time directions.
   'batched': the forward pass assumes every frame visible (bounded search and EMA always on); afterwards every
     start frame's backward track is advanced together, one frame per step: O(T) vectorised steps; the RMS then
-    counts every frame in [query_t, i). Fewer, larger steps (better on a GPU), not the published feedback loop;
-    it holds one descriptor per (point, start frame): N*T*C values.
+    counts every frame in [query_t, i). Not the published feedback loop (no feedback at all).
 
 Fast version: only a window around each point is evaluated ((2R+1)^2 pixels, R = search_radius); a point whose
 previous frame was occluded gets a full-frame argmax computed in point chunks bounded by `max_elements`.
@@ -44,7 +56,8 @@ import torch.nn.functional as F
 
 from .cost_volume import EPS, _stride_pair, check_feature_frames, check_query_points, normalise, pixel_to_cell
 
-FB_MODES = ("sequential", "batched")
+FB_MODES = ("speculative", "sequential", "batched")
+_GUESS_HORIZON = 3      # steps a corrected visibility is assumed to persist (fastest of 3/8/T on the benchmark)
 
 
 def check_heft_args(search_radius, argmax_radius, vis_threshold, alpha, temperature, ema_range, fb_mode,
@@ -259,7 +272,7 @@ class _Tracker:
 def track_heft(features: torch.Tensor, stride, queries: torch.Tensor, frame_size: tuple[int, int],
                argmax_radius: float = 17.0, search_radius: float = 42.0, vis_threshold: float = 18.0,
                alpha: float = 0.05, temperature: float = 1.0, ema_range: int = 1, upsample: bool = True,
-               fb_mode: str = "sequential", max_elements: int = 2 ** 25,
+               fb_mode: str = "speculative", max_elements: int = 2 ** 25,
                progress: Callable[[], None] | None = None):
     """Fast HeFT tracker (see module doc). features [T,C,h,w], queries [N,3] (t,x,y) pixels."""
     check_heft_args(search_radius, argmax_radius, vis_threshold, alpha, temperature, ema_range, fb_mode, stride,
@@ -280,6 +293,17 @@ def track_heft(features: torch.Tensor, stride, queries: torch.Tensor, frame_size
     err = torch.zeros(t_total, m, dtype=dt, device=dev)
     pos[0] = q[:, 1:].to(dt).repeat(2, 1)
     vis[0] = True
+    if fb_mode == "speculative":
+        # chunk over tracks: per track T descriptors of the forward states + T backward descriptors
+        per_track = max(1, t_total * (2 * trk.c + 16))
+        chunk = max(1, int(max_elements) // per_track)
+        for s in range(0, m, chunk):
+            sl = slice(s, s + chunk)
+            p_c, v_c, e_c = pos[:, sl].clone(), vis[:, sl].clone(), err[:, sl].clone()
+            _track_speculative(trk, tq[sl], direction[sl], length[sl], p_c, v_c, e_c, search_radius,
+                               vis_threshold, progress)
+            pos[:, sl], vis[:, sl], err[:, sl] = p_c, v_c, e_c
+        return _to_absolute(pos, vis, err, q, tq, direction, length, t_total)
     desc = trk.sample(tq, pos[0])
     steps = int(length.max()) if m else 0
     seq = fb_mode == "sequential"
@@ -301,6 +325,102 @@ def track_heft(features: torch.Tensor, stride, queries: torch.Tensor, frame_size
         vis[1:], err[1:] = _fb_check_batched(trk, tq, direction, length, pos, search_radius, vis_threshold,
                                              progress)
     return _to_absolute(pos, vis, err, q, tq, direction, length, t_total)
+
+
+def _track_speculative(trk, tq, direction, length, pos, vis, err, radius, thr, progress) -> int:
+    """Exact HeFT forward pass + visibility feedback for M tracks by speculation (fb_mode 'speculative').
+    pos [T,M,2] (step 0 set), vis/err [T,M] are filled in place. Returns the number of rounds (1 = no surprise).
+    Invariant: for track p, steps <= start[p] are final (position, visibility, error and the descriptor after
+    that step's EMA); vis holds guesses beyond start[p]."""
+    t_total, m, _ = pos.shape
+    dev = pos.device
+    descs = pos.new_zeros(t_total, m, trk.c)           # descriptor after the EMA of step k (used by step k+1)
+    descs[0] = trk.sample(tq, pos[0])
+    vis[:] = True                                        # first guess: visible everywhere (vis[0] is True)
+    start = torch.zeros(m, dtype=torch.long, device=dev)
+    pending = length > 0
+    kk = torch.arange(t_total, device=dev)[:, None]
+    rounds = 0
+    while bool(pending.any()):
+        rounds += 1
+        # forward pass under the guess, each track from its own first unsure step
+        for k in range(int(start[pending].min()) + 1, int(length[pending].max()) + 1):
+            act = (pending & (start < k) & (length >= k)).nonzero().flatten()
+            if act.numel():
+                frame = tq[act] + direction[act] * k
+                pos[k, act] = trk.step(frame, descs[k - 1, act], pos[k - 1, act], ~vis[k - 1, act], radius)
+                descs[k, act] = trk.ema(descs[k - 1, act], frame, pos[k, act], vis[k, act])
+            if progress is not None:
+                progress()
+        # backward checks of every unsure (start step, track) pair at once
+        live = pending[None] & (kk > start[None]) & (kk <= length[None])
+        ks, ts = live.nonzero(as_tuple=True)
+        rms, done = _fb_check_speculative(trk, tq, direction, ks, ts, pos, vis, radius, thr, progress)
+        ks, ts, rms = ks[done], ts[done], rms[done]
+        new = rms <= thr
+        surprise = new != vis[ks, ts]
+        vis[ks, ts] = new                                # the correction at the first surprise, guesses after it
+        err[ks, ts] = rms
+        first = torch.full((m,), t_total, dtype=torch.long, device=dev)
+        first.scatter_reduce_(0, ts[surprise], ks[surprise], "amin")
+        pending = first < t_total
+        idx = pending.nonzero().flatten()
+        if idx.numel():
+            # the step at the first surprise is now final: redo its EMA with the corrected visibility
+            kf = first[idx]
+            start[idx] = kf
+            # new guess (speed only, never the result): the corrected visibility persists for a few steps
+            # (occlusions come in runs), visible after that
+            gap = kk - kf[None]
+            later = (gap > 0) & (kk <= length[idx][None])
+            vis[:, idx] = torch.where(later, (gap > _GUESS_HORIZON) | vis[kf, idx][None], vis[:, idx])
+            frame = tq[idx] + direction[idx] * kf
+            descs[kf, idx] = trk.ema(descs[kf - 1, idx], frame, pos[kf, idx], vis[kf, idx])
+    return rounds
+
+
+def _fb_check_speculative(trk, tq, direction, ks, ts, pos, vis, radius, thr, progress):
+    """RMS gaps [P] of the backward tracks from steps ks [P] of tracks ts [P], all advanced together, and which
+    of them finished. Exactly _fb_check_sequential's recurrence: the search is unbounded after a step with vis
+    False (the start step counts as visible), EMA and the RMS use the steps with vis True.
+    The track from step k finishes after k steps, so visibilities come out in step order: once a track's step k
+    contradicts its guess, its tracks from later steps are void (they assumed the guess) and are dropped."""
+    order = torch.argsort(ks, descending=True, stable=True)   # the pairs still running are always a prefix
+    ks_s, ts_s = ks[order], ts[order]
+    dev = pos.device
+    cur = pos[ks_s, ts_s].clone()
+    b = trk.sample(tq[ts_s] + direction[ts_s] * ks_s, cur)
+    sq = torch.zeros(order.shape[0], dtype=pos.dtype, device=dev)
+    cnt = torch.zeros_like(sq)
+    rms = torch.zeros_like(sq)
+    done = torch.zeros(order.shape[0], dtype=torch.bool, device=dev)
+    j = 0
+    while order.numel():
+        j += 1
+        rel = ks_s - j
+        frame = tq[ts_s] + direction[ts_s] * rel
+        prev_vis = vis[rel + 1, ts_s] | (rel + 1 == ks_s)
+        cur = trk.step(frame, b, cur, ~prev_vis, radius)
+        v = vis[rel, ts_s]
+        b = trk.ema(b, frame, cur, v)
+        d2 = ((cur - pos[rel, ts_s]) ** 2).sum(1)
+        sq = sq + torch.where(v, d2, torch.zeros_like(d2))
+        cnt = cnt + v.to(cnt.dtype)
+        n = int((ks_s > j).sum())                              # pairs from step j finish now: the tail
+        fin = order[n:]
+        r = torch.sqrt(sq[n:] / cnt[n:])
+        rms[fin] = r
+        done[fin] = True
+        surprise = (r <= thr) != vis[j, ts_s[n:]]
+        order, ks_s, ts_s, cur, b, sq, cnt = (x[:n] for x in (order, ks_s, ts_s, cur, b, sq, cnt))
+        if bool(surprise.any()):
+            void = torch.zeros(vis.shape[1], dtype=torch.bool, device=dev)
+            void[ts[fin[surprise]]] = True
+            keep = ~void[ts_s]
+            order, ks_s, ts_s, cur, b, sq, cnt = (x[keep] for x in (order, ks_s, ts_s, cur, b, sq, cnt))
+        if progress is not None:
+            progress()
+    return rms, done
 
 
 def _fb_check_sequential(trk, tq, direction, k, pos, vis, radius, thr):
@@ -425,7 +545,7 @@ def _ref_one_direction(feats, stride, frame_size, tq, x, y, p):
     """Track one query forward in time from tq (HeFT head_track + get_visibility for one point)."""
     grid, up = _ref_grid(feats, stride, frame_size, p["upsample"])
     t_total = feats.shape[0]
-    seq = p["fb_mode"] == "sequential"
+    seq = p["fb_mode"] != "batched"      # 'speculative' computes exactly the 'sequential' result
     pos = {tq: torch.tensor([x, y], dtype=feats.dtype)}
     vis = {tq: True}
     err = {tq: 0.0}

@@ -89,7 +89,7 @@ class VDT_LoadDiffusersBackbone(io.ComfyNode):
         return io.Schema(
             node_id="VDT_LoadDiffusersBackbone",
             display_name="VDT Load Diffusers Backbone",
-            category=category("features"),
+            category=category("diffusion"),
             description="Load a video diffusion model through diffusers, offline (local files only, safetensors "
                         "only): a folder under models/diffusers, or a single denoiser file (diffusers key layout; "
                         "for Wan also ComfyUI's) with the config shipped in vdtrack/backbones/configs/<family>.",
@@ -132,7 +132,7 @@ class VDT_ExtractBackboneFeatures(io.ComfyNode):
         return io.Schema(
             node_id="VDT_ExtractBackboneFeatures",
             display_name="VDT Extract Backbone Features",
-            category=category("features"),
+            category=category("diffusion"),
             description="One noised forward pass per temporal window; returns one layer's block output or "
                         "per-head q/k as VDT_FEATURES (time per video frame).",
             inputs=[

@@ -14,7 +14,7 @@ from .features import check_features
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
 HEFT_RESOLUTION = ["pixels", "feature grid"]
-FB_MODES = ["sequential", "batched"]
+FB_MODES = ["speculative", "sequential", "batched"]
 DIFFTRACK_SCALES = ["heads", "head_dim"]
 
 
@@ -68,10 +68,15 @@ class VDT_TrackPoints(io.ComfyNode):
                 io.Combo.Input("heft_resolution", options=HEFT_RESOLUTION, default="pixels",
                                tooltip="heft: 'pixels' = cost upsampled bilinearly to pixel resolution (HeFT-like); "
                                        "'feature grid' = match on feature cells (much faster)."),
-                io.Combo.Input("fb_mode", options=FB_MODES, default="sequential",
-                               tooltip="heft: 'sequential' = published (visibility feeds the next frame's search "
-                                       "and EMA; O(T^2) steps); 'batched' = forward pass first, then all backward "
-                                       "checks together (O(T) steps, no feedback)."),
+                io.Combo.Input("fb_mode", options=FB_MODES, default="speculative",
+                               tooltip="heft forward-backward visibility. 'speculative' = the published algorithm "
+                                       "(visibility feeds the next frame's search radius and EMA), computed by "
+                                       "guessing visibilities, checking all frames' backward tracks together and "
+                                       "restarting a point from its first wrong guess: same result as "
+                                       "'sequential', O(T x surprises) batched steps (best on a GPU). "
+                                       "'sequential' = the same result step by step: O(T^2) small steps (least "
+                                       "work on CPU). 'batched' = forward pass first, then all backward checks "
+                                       "together, no feedback: O(T) steps, not the published algorithm."),
                 io.Combo.Input("difftrack_scale", options=DIFFTRACK_SCALES, default="heads",
                                tooltip="difftrack: softmax scale sqrt(number of heads) (the published code's quirk) "
                                        "or sqrt(head_dim)."),
@@ -106,7 +111,7 @@ class VDT_TrackPoints(io.ComfyNode):
                 raise ValueError(f"heft_resolution: expected one of {HEFT_RESOLUTION}, got {heft_resolution!r}")
             tq = queries[:, 0].long()
             steps = int(torch.maximum(t_total - 1 - tq, tq).max())
-            progress = Progress(steps * (2 if fb_mode == "batched" else 1))
+            progress = Progress(steps * (1 if fb_mode == "sequential" else 2))
             path, vis, err = track_heft(x, f["stride"], queries, f["frame_size"], float(argmax_radius),
                                         float(search_radius), float(vis_threshold), float(ema_alpha),
                                         float(temperature), upsample=heft_resolution == "pixels", fb_mode=fb_mode,

@@ -7,6 +7,7 @@ reports the sizes it actually ran. Prints a markdown table.
 
   python tools/bench_tracking.py --device cpu
   python tools/bench_tracking.py --device cpu --heft-pixel-points 256 --threads 1
+  python tools/bench_tracking.py --threads 1 --points 256 --only "HeFT feature grid"   # the HeFT fb_mode rows
 """
 from __future__ import annotations
 
@@ -104,12 +105,13 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=2, help="heads for DiffTrack")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--skip", default="", help="comma list of row labels to skip")
+    p.add_argument("--only", default="", help="run only the rows whose label starts with this")
     # internal: one case in this process
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--which", help=argparse.SUPPRESS)
     p.add_argument("--upsample", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--fb-mode", default="sequential", help=argparse.SUPPRESS)
+    p.add_argument("--fb-mode", default="speculative", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.threads == 0:
         import torch
@@ -122,9 +124,11 @@ def main() -> None:
         ("cost volume reference", "cost_volume", "ref", a.ref_points, 1, "sequential"),
         ("NN tracker", "nn", "fast", a.points, 1, "sequential"),
         ("NN tracker reference", "nn", "ref", a.ref_points, 1, "sequential"),
+        ("HeFT feature grid, speculative (default)", "heft", "fast", a.points, 0, "speculative"),
         ("HeFT feature grid, sequential", "heft", "fast", a.points, 0, "sequential"),
         ("HeFT feature grid, batched", "heft", "fast", a.heft_batched_points, 0, "batched"),
         ("HeFT feature grid reference", "heft", "ref", a.heft_ref_points, 0, "sequential"),
+        ("HeFT pixels, speculative (default)", "heft", "fast", a.heft_pixel_points, 1, "speculative"),
         ("HeFT pixels, sequential", "heft", "fast", a.heft_pixel_points, 1, "sequential"),
         ("HeFT pixels reference", "heft", "ref", a.heft_ref_points, 1, "sequential"),
         ("DiffTrack", "difftrack", "fast", a.difftrack_points, 1, "sequential"),
@@ -140,7 +144,7 @@ def main() -> None:
     print("| kernel | version | points | seconds | peak extra memory (MiB) |")
     print("|---|---|---:|---:|---:|", flush=True)
     for label, case, which, pts, up, fb in rows:
-        if label in skip:
+        if label in skip or not label.startswith(a.only):
             continue
         cmd = base + ["--case", case, "--which", which, "--points", str(pts), "--upsample", str(up),
                       "--fb-mode", fb]

@@ -20,6 +20,17 @@ SRC = os.path.join(ROOT, "tools", "workflow_api")
 DST = os.path.join(ROOT, "workflows")
 
 
+def drop_nulls(value):
+    """The frontend's serialize() leaves null where its own schema check wants the key absent (slot_index,
+    floatingLinks, extra.reroutes, definitions...); loading such a file shows a validation alert. Drop them,
+    keeping `link`/`links` (null there means "not connected")."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None or k in ("link", "links")}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
 def main(names: list[str]) -> None:
     files = sorted(glob.glob(os.path.join(SRC, "*.json")))
     if names:
@@ -38,7 +49,7 @@ def main(names: list[str]) -> None:
                 return window.app.graph.serialize();
             }""")
             with open(os.path.join(DST, name + ".json"), "w") as out:
-                json.dump(ui, out, indent=1)
+                json.dump(drop_nulls(ui), out, indent=1)
             fit_view(page)
             page.wait_for_timeout(300)
             page.screenshot(path=os.path.join(DST, name + ".jpg"), type="jpeg", quality=70)

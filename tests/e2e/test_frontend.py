@@ -30,6 +30,8 @@ def test_workflow_in_frontend(server, object_info, app, path):
     page, report = app
     workflow = load_workflow(path)
     types = load_in_app(page, workflow)
+    page.wait_for_timeout(300)
+    assert page.get_by_text("Invalid workflow").count() == 0, "the frontend rejected the workflow's schema"
     assert sorted(types) == sorted(n["type"] for n in workflow["nodes"])
     converted = graph_to_prompt(page)
     prompt = converted["output"]

@@ -65,7 +65,7 @@ def test_nn_exact_track_and_occlusion():
 # ------------------------------------------------------------------------------------------ HeFT
 
 @pytest.mark.parametrize("upsample", [True, False])
-@pytest.mark.parametrize("fb_mode", ["sequential", "batched"])
+@pytest.mark.parametrize("fb_mode", ["speculative", "sequential", "batched"])
 def test_heft_fast_equals_reference(upsample, fb_mode):
     f = random_clip()
     kw = dict(argmax_radius=5.0, search_radius=9.0, vis_threshold=3.0, alpha=0.1, temperature=0.1,
@@ -126,6 +126,48 @@ def test_heft_progress_counts():
     calls = []
     track_heft(f, (4, 4), QUERIES[:2], (24, 32), search_radius=9, fb_mode="batched", progress=lambda: calls.append(1))
     assert len(calls) == 2 * 4          # T-1 forward steps + T-1 batched backward steps (O(T))
+
+
+@pytest.mark.parametrize("upsample", [True, False])
+def test_heft_speculative_equals_sequential_and_reference(upsample):
+    # longer clip, queries in every part of it (tracks forwards and backwards in time), many visibility flips
+    f = random_clip(t=9, seed=7)
+    g = torch.Generator().manual_seed(3)
+    n = 10
+    q = torch.stack([torch.arange(n) % 9, torch.rand(n, generator=g) * 31, torch.rand(n, generator=g) * 23], 1)
+    kw = dict(argmax_radius=5.0, search_radius=9.0, vis_threshold=3.0, alpha=0.1, temperature=0.1, upsample=upsample)
+    calls = []
+    # max_elements this small also splits the points into chunks of 2 tracks
+    spec = track_heft(f, (4, 4), q, (24, 32), fb_mode="speculative", max_elements=1100,
+                      progress=lambda: calls.append(1), **kw)
+    seq = track_heft(f, (4, 4), q, (24, 32), fb_mode="sequential", **kw)
+    assert torch.equal(spec[1], seq[1])
+    assert torch.allclose(spec[0], seq[0], atol=1e-5) and torch.allclose(spec[2], seq[2], atol=1e-5)
+    assert 0.2 < spec[1].float().mean() < 0.8
+    # without a surprise it would take one forward + one backward sweep per chunk: here guesses were corrected
+    assert len(calls) > 5 * 2 * 8
+    ref = track_heft_ref(f, (4, 4), q[:4], (24, 32), fb_mode="sequential", **kw)
+    assert torch.equal(spec[1][:, :4], ref[1])
+    assert torch.allclose(spec[0][:, :4], ref[0], atol=1e-4) and torch.allclose(spec[2][:, :4], ref[2], atol=1e-4)
+
+
+def test_heft_speculative_rounds():
+    feats, px, size = moving_descriptor_clip(5, occluded=(3,))
+    kw = dict(argmax_radius=4.0, search_radius=20.0, vis_threshold=2.0, temperature=0.02)
+    for tq in (0, 5):
+        q = torch.tensor([[tq, float(px[tq, 0]), float(px[tq, 1])]])
+        calls = []
+        path, vis, err = track_heft(feats, (5, 5), q, size, progress=lambda: calls.append(1), **kw)
+        assert vis[:, 0].tolist() == [True, True, True, False, True, True]
+        seq = track_heft(feats, (5, 5), q, size, fb_mode="sequential", **kw)
+        assert torch.equal(seq[1], vis) and torch.allclose(seq[0], path, atol=1e-6)
+        assert len(calls) > 2 * 5               # the wrong guess (visible at frame 3) forced a restart
+    # no occlusion: the all-visible guess is right, so one forward and one backward sweep of 5 steps each
+    feats, px, size = moving_descriptor_clip(5)
+    calls = []
+    q = torch.tensor([[0, float(px[0, 0]), float(px[0, 1])]])
+    _, vis, _ = track_heft(feats, (5, 5), q, size, progress=lambda: calls.append(1), **kw)
+    assert vis.all() and len(calls) == 2 * 5
 
 
 # ------------------------------------------------------------------------------------------ DiffTrack
