@@ -10,6 +10,7 @@ The model objects are owned by the adapter (not ComfyUI's shared modules), so fo
 """
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -282,7 +283,7 @@ def text_embeddings(source: str, prompt: str, max_length: int, fallback_shape: t
     return out.to(device=device, dtype=dtype), "encoder"
 
 
-class DiffusersBackbone:
+class DiffusersBackbone(abc.ABC):
     """What the diffusers adapters share: devices, the window loop of `features`, packaging.
 
     Subclasses set the protocol attributes and implement `_encode_pixels` / `_decode_pixels` (VAE on pixels in
@@ -302,8 +303,9 @@ class DiffusersBackbone:
         self.before_use = before_use          # e.g. ask ComfyUI to free memory before loading onto the GPU
 
     # ---- device placement: the models live on offload_device between calls
+    @abc.abstractmethod
     def _modules(self) -> list[torch.nn.Module]:
-        raise NotImplementedError
+        """The torch modules this adapter moves between devices."""
 
     def _to_device(self) -> None:
         for m in self._modules():
@@ -333,8 +335,9 @@ class DiffusersBackbone:
         return from_pixels(x, size or tuple(x.shape[-2:]))
 
     # ---- features
+    @abc.abstractmethod
     def _window_features(self, frames: torch.Tensor, level: float, spec, seed: int, cond) -> dict:
-        raise NotImplementedError
+        """One forward pass over one window of frames -> {key: tensor [t_latent, ...]}."""
 
     def _latent_to_video(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Per-latent-frame tensor -> per-video-frame tensor (identity without temporal compression)."""
