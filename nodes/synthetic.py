@@ -10,6 +10,9 @@ from .common import Tracks, category
 VARIANTS = ["moving_objects", "identical_objects"]
 
 
+MAX_PIXELS = 2 ** 27   # e.g. 512 frames at 512x512
+
+
 class VDT_SyntheticClip(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -53,6 +56,10 @@ class VDT_SyntheticClip(io.ComfyNode):
                 variant="moving_objects") -> io.NodeOutput:
         if variant not in VARIANTS:
             raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+        if frames * width * height > MAX_PIXELS:
+            # the clip, its masks and labels are held in memory as float tensors: fail clearly, not by OOM
+            raise ValueError(f"frames: {frames} frames of {width}x{height} is {frames * width * height:,} pixels, "
+                             f"more than the {MAX_PIXELS:,} this node generates; use fewer frames or a smaller size")
         clip = make_clip(frames=frames, height=height, width=width, num_objects=num_objects,
                          points_per_object=points_per_object, seed=seed, identical=variant == "identical_objects",
                          background_points=background_points)

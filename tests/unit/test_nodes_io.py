@@ -158,3 +158,10 @@ def test_synthetic_node_feeds_flow_tracker(folders):
     assert tracks2["track_path"].shape[1] == 12
     with pytest.raises(ValueError, match="variant"):
         VDT_SyntheticClip.execute(1, 8, 64, 48, 2, 4, 4, "bogus")
+
+
+def test_synthetic_clip_node_rejects_a_clip_too_large_for_memory():
+    from vdtrack.nodes.synthetic import VDT_SyntheticClip
+
+    with pytest.raises(ValueError, match="frames"):
+        VDT_SyntheticClip.execute(seed=0, frames=1000, width=4096, height=4096, num_objects=1, points_per_object=1)
