@@ -46,8 +46,10 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
                         "captures a block output or the per-head self-attention query/key (after QK-norm) of one "
                         "layer, per video frame. Long clips run in overlapping windows. " + SIZE_NOTE,
             inputs=[
-                io.Model.Input("model", tooltip="A video diffusion model: Wan 2.1/2.2 or Cosmos-Predict2 (Load Diffusion Model), or SVD (Image Only Checkpoint Loader)."),
-                io.Vae.Input("vae", tooltip="The model's VAE (the Wan 2.1 VAE for Wan 2.1, Wan 2.2 14B and Cosmos-Predict2; the checkpoint's VAE for SVD)."),
+                io.Model.Input("model", tooltip="A video diffusion model: Wan 2.1/2.2 or Cosmos-Predict2 (Load Diffusion "
+                                                "Model), or SVD (Image Only Checkpoint Loader)."),
+                io.Vae.Input("vae", tooltip="The model's VAE (the Wan 2.1 VAE for Wan 2.1, Wan 2.2 14B and Cosmos-Predict2; "
+                                            "the checkpoint's VAE for SVD)."),
                 io.Image.Input("images", tooltip="The clip [frames,H,W,3]."),
                 io.Int.Input("layer", default=18, min=0, max=255,
                              tooltip="Transformer block index (0-based). HeFT: 18 for Wan2.1-1.3B and Cosmos-2B."),
@@ -118,7 +120,8 @@ class VDT_CounterfactualRegenerate(io.ComfyNode):
                         "w (v_pos - v_neg). With a mask only the masked region is regenerated (RePaint-style); "
                         "outside it the original latent is kept. " + SIZE_NOTE,
             inputs=[
-                io.Model.Input("model", tooltip="An image-to-video model: Wan 2.1/2.2 I2V, Cosmos-Predict2 Video2World or SVD."),
+                io.Model.Input("model", tooltip="An image-to-video model: Wan 2.1/2.2 I2V, Cosmos-Predict2 Video2World "
+                                                "or SVD."),
                 io.Vae.Input("vae", tooltip="The model's VAE."),
                 io.Image.Input("images", tooltip="The clip to regenerate (usually rebalanced, marker pasted on frame 0)."),
                 io.Image.Input("edited_first_frame", tooltip="Positive image prompt: frame 0 with the marker."),
