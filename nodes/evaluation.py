@@ -40,10 +40,11 @@ def _json_safe(x):
 
 
 def _save_json(prefix: str, payload: dict) -> str:
-    path, _, _ = output_path("filename_prefix", prefix, "json")
+    """Writes the report JSON; returns where, relative to ComfyUI's output folder (what a user can find)."""
+    path, subfolder, name = output_path("filename_prefix", prefix, "json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(_json_safe(payload), f, indent=2)
-    return path
+    return f"{subfolder}/{name}" if subfolder else name
 
 
 def _fmt(v: float) -> str:
@@ -121,7 +122,7 @@ class VDT_TapVidReport(io.ComfyNode):
         if filename_prefix and filename_prefix.strip():
             path = _save_json(filename_prefix, {**res, "predicted_frame_size": pred_size,
                                                 "ground_truth_frame_size": gt_size})
-            report += f"\nsaved: {path}"
+            report += f"\nsaved: {path} (output folder)"
         return io.NodeOutput(report, res["average_jaccard"], res["average_pts_within_thresh"],
                              res["occlusion_accuracy"], ui=ui.PreviewText(report))
 
@@ -201,7 +202,7 @@ class VDT_DavisReport(io.ComfyNode):
         report = cls.format_report(res, tuple(gt.shape[1:]))
         if filename_prefix and filename_prefix.strip():
             path = _save_json(filename_prefix, res)
-            report += f"\nsaved: {path}"
+            report += f"\nsaved: {path} (output folder)"
         return io.NodeOutput(report, 100 * res["J&F-Mean"], 100 * res["J-Mean"], 100 * res["F-Mean"],
                              ui=ui.PreviewText(report))
 
