@@ -47,6 +47,17 @@ def _write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
             container.mux(packet)
 
 
+def write_clip_mp4(path: str, seed: int = 0, frames: int = 16, size: tuple[int, int] = (160, 160),
+                   fps: float = 16.0, num_objects: int = 3) -> str:
+    """Render a seeded synthetic clip (no ground truth kept) and encode it as an mp4 at `path` (HxW `size`,
+    even sides). Used to give the end-to-end server and the batch tests real video files."""
+    h, w = size
+    clip = make_clip(frames=frames, height=h, width=w, num_objects=num_objects, points_per_object=0, seed=seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _write_mp4(path, (clip.video.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8), fps)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")

@@ -30,10 +30,20 @@ def _build_models(models_dir: str) -> None:
         build_tiny_diffusers(os.path.join(models_dir, "diffusers"))
 
 
+# the video the shipped LoadVideo workflow names (vdtrack_video_flow_tracking); a synthetic clip, encoded here
+SYNTHETIC_VIDEO = "vdtrack_synthetic.mp4"
+
+
+def _write_inputs(input_dir: str) -> None:
+    from make_synthetic import write_clip_mp4
+    write_clip_mp4(os.path.join(input_dir, SYNTHETIC_VIDEO), seed=0, frames=16, size=(160, 160))
+
+
 @pytest.fixture(scope="session")
 def server():
     srv = ComfyServer()
     _build_models(srv.path("models"))
+    _write_inputs(srv.path("input"))
     srv.start()
     yield srv
     srv.stop()
