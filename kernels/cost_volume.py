@@ -87,22 +87,29 @@ def check_query_points(name: str, points, frames: int, frame_size: tuple[int, in
 
 # ------------------------------------------------------------------------------------------ sampling
 
-def sample_cells(feats: torch.Tensor, t: torch.Tensor, cxy: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample of feats [T,C,h,w] at frame t [N] (long) and cell coords cxy [N,2] -> [N,C].
-    Coordinates are clamped to the grid (border padding)."""
-    _, _, h, w = feats.shape
+def bilinear_corners(cxy: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corner cells (flat indices [N,4]) and weights [N,4] of bilinear sampling at cell coords cxy [N,2]
+    (cell centres on integers), clamped to the grid (border padding)."""
     cx = cxy[:, 0].clamp(0, w - 1)
     cy = cxy[:, 1].clamp(0, h - 1)
     x0 = cx.floor().long().clamp(max=w - 1)
     y0 = cy.floor().long().clamp(max=h - 1)
     x1 = (x0 + 1).clamp(max=w - 1)
     y1 = (y0 + 1).clamp(max=h - 1)
-    fx = (cx - x0.to(cx.dtype)).unsqueeze(1).to(feats.dtype)
-    fy = (cy - y0.to(cy.dtype)).unsqueeze(1).to(feats.dtype)
-    t = t.long()
-    top = feats[t, :, y0, x0] * (1 - fx) + feats[t, :, y0, x1] * fx
-    bot = feats[t, :, y1, x0] * (1 - fx) + feats[t, :, y1, x1] * fx
-    return top * (1 - fy) + bot * fy
+    fx = cx - x0.to(cx.dtype)
+    fy = cy - y0.to(cy.dtype)
+    idx = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], 1)
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
+    return idx, wts
+
+
+def sample_cells(feats: torch.Tensor, t: torch.Tensor, cxy: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of feats [T,C,h,w] at frame t [N] (long) and cell coords cxy [N,2] -> [N,C].
+    Coordinates are clamped to the grid (border padding)."""
+    _, _, h, w = feats.shape
+    idx, wts = bilinear_corners(cxy, h, w)
+    corners = feats.flatten(2)[t.long()[:, None], :, idx]          # [N,4,C]
+    return (corners * wts.to(feats.dtype)[..., None]).sum(1)
 
 
 def sample_descriptors(feats: torch.Tensor, points: torch.Tensor, stride) -> torch.Tensor:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .cost_volume import cell_to_pixel, check_query_points, pixel_to_cell
+from .cost_volume import bilinear_corners, cell_to_pixel, check_query_points, pixel_to_cell
 
 
 def _as_heads(name: str, x) -> torch.Tensor:
@@ -71,21 +71,6 @@ def _finish(match_cells, conf, pts, stride, t_total):
     return path, torch.ones(t_total, n, dtype=torch.bool, device=path.device), conf
 
 
-def _bilinear_corners(cxy, h, w):
-    """Corner cells (flat indices [N,4]) and weights [N,4] of align_corners=True sampling, border clamped."""
-    cx = cxy[:, 0].clamp(0, w - 1)
-    cy = cxy[:, 1].clamp(0, h - 1)
-    x0 = cx.floor().long().clamp(max=w - 1)
-    y0 = cy.floor().long().clamp(max=h - 1)
-    x1 = (x0 + 1).clamp(max=w - 1)
-    y1 = (y0 + 1).clamp(max=h - 1)
-    fx = cx - x0.to(cx.dtype)
-    fy = cy - y0.to(cy.dtype)
-    idx = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], 1)
-    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
-    return idx, wts
-
-
 def track_difftrack(query_features: torch.Tensor, key_features: torch.Tensor | None, stride, queries: torch.Tensor,
                     frame_size: tuple[int, int], scale="heads", row_chunk: int = 1024,
                     progress: Callable[[], None] | None = None):
@@ -97,7 +82,7 @@ def track_difftrack(query_features: torch.Tensor, key_features: torch.Tensor | N
     dev, dt = q.device, q.dtype
     pts = pts.to(dev)
     n = pts.shape[0]
-    corner_idx, corner_w = _bilinear_corners(pixel_to_cell(pts[:, 1:].to(dt), stride), h, w)
+    corner_idx, corner_w = bilinear_corners(pixel_to_cell(pts[:, 1:].to(dt), stride), h, w)
     match = torch.zeros(t_total, n, 2, dtype=dt, device=dev)
     conf = torch.zeros(t_total, n, dtype=dt, device=dev)
     qf = q.reshape(t_total, heads, c, hw)
