@@ -23,8 +23,9 @@ Conditioning: the empty prompt is an all-zero T5 context [1, 8, 1024]
 (equal to 512 zero tokens); no image conditioning by default
 (condition mask all zeros, as HeFT). Video2World image conditioning is ComfyUI's: `concat_mask` (0 on the
 known latent frame) sets the mask channel and the zero timestep of that frame; the known frame's clean
-latent is written into the DiT input per CFG branch (transformer_options["cond_or_uncond"]) by a
-DIFFUSION_MODEL wrapper, so the positive and negative branches can see different first frames.
+latent is written into the DiT input per CFG branch (transformer_options["cond_or_uncond"]) by the Wan adapter's
+DIFFUSION_MODEL wrapper (comfy_wan.install_first_frames, shared with Wan 2.2 TI2V), so the positive and negative
+branches can see different first frames.
 """
 from __future__ import annotations
 
@@ -40,14 +41,12 @@ import comfy.samplers
 
 from . import schedules
 from .capture import DitCapture, StopForward
-from .comfy_wan import ComfyWanBackbone, conditional_forward, guided_euler
+from .comfy_wan import FIRST_LATENT_KEY, WRAPPER_KEY, ComfyWanBackbone, conditional_forward, guided_euler
 from .protocol import FeatureSpec, ImageCond, check_level
 
 # An all-zero context gives zero cross-attention keys/values (bias-free projections, RMSNorm(0) = 0), so the
 # cross-attention output is 0 whatever its length: 8 zero tokens equal 512 (tested) at 1/64 of the cost.
 EMPTY_TEXT_LEN = 8
-FIRST_LATENT_KEY = "vdtrack_first_latent"      # private conditioning key (ComfyUI's extra_conds ignores it)
-WRAPPER_KEY = "vdtrack"
 
 
 def is_cosmos_model(model) -> bool:
@@ -236,28 +235,6 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
         mask = torch.ones((1, 1, t, first.shape[-2], first.shape[-1]), device=first.device)
         mask[:, :, : first.shape[2]] = 0.0
         return {"concat_mask": mask, FIRST_LATENT_KEY: first}
-
-    def _install_first_frames(self, patcher, positive: list, negative: list) -> None:
-        """DIFFUSION_MODEL wrapper: the clean first-frame latent of each CFG branch replaces the known latent
-        frame(s) of the DiT input (ComfyUI's inpainting would write one latent shared by both branches)."""
-        pos = [c[1].get(FIRST_LATENT_KEY) for c in positive]
-        neg = [c[1].get(FIRST_LATENT_KEY) for c in negative]
-        if not any(p is not None for p in pos + neg):
-            return
-        first = {0: pos[0], 1: neg[0]}
-
-        def wrapper(executor, x, timesteps, context, fps=None, padding_mask=None, **kwargs):
-            branches = kwargs.get("transformer_options", {}).get("cond_or_uncond", [0])
-            per = x.shape[0] // max(len(branches), 1)
-            x = x.clone()
-            for j, b in enumerate(branches):
-                lat = first.get(b)
-                if lat is not None:
-                    x[j * per:(j + 1) * per, : lat.shape[1], : lat.shape[2]] = lat.to(x.device, x.dtype)
-            return executor(x, timesteps, context, fps, padding_mask, **kwargs)
-
-        patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY + "_first_frame",
-                                     wrapper)
 
     # ---------------------------------------------------------------- one captured forward pass
     def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int,

@@ -2,7 +2,16 @@
 
 Covers what ComfyUI 0.3.75 loads as `model_base.WAN21` / `WAN22` with a `WanModel` DiT: Wan 2.1 T2V and
 I2V (CLIP image tokens), Wan 2.2 14B T2V/I2V (I2V = in_dim 36 without CLIP) and Wan 2.2 5B TI2V
-(48-channel latent, 16x VAE; features only, image-to-video regeneration is not offered for it).
+(`model_base.WAN22`: 48-channel latent, 16x VAE, so 32 px per token).
+
+Wan 2.2 TI2V conditions on the first frame through the latent itself, as core Wan22ImageToVideoLatent does: the
+first latent frame is the VAE latent of the image and a noise mask (0 on that frame) keeps it clean; WAN22 turns
+the mask into per-frame timesteps (0 on the known frame). Here the mask travels on each conditioning as
+`denoise_mask` (ComfyUI lets a conditioning's own key win over the sampler's, so the timesteps follow the
+first-frame rule even when a regeneration mask is used) and the clean first latent of each CFG branch is written
+into the DiT input by a DIFFUSION_MODEL wrapper (`install_first_frames`, shared with the Cosmos adapter), so the
+positive and negative branches see their own first frames. Outside a regeneration mask WAN22's inpainting feeds
+the model the clean original latent (WAN22.scale_latent_inpaint), as ComfyUI does for every Wan 2.2 5B mask.
 
 Everything runs through ComfyUI: the model is loaded by the sampler machinery (load_models_gpu via
 CFGGuider), patched only on `model.clone()` (capture.py), conditioned with ComfyUI's own keys
@@ -21,6 +30,7 @@ import torch.nn.functional as F
 
 import comfy.model_base
 import comfy.model_management
+import comfy.patcher_extension
 import comfy.samplers
 
 from . import schedules, windows
@@ -29,6 +39,42 @@ from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_d
 
 WAN_TEXT_LEN = 512
 CLIP_TOKENS, CLIP_DIM = 257, 1280
+FIRST_LATENT_KEY = "vdtrack_first_latent"      # private conditioning key (ComfyUI's extra_conds ignore it)
+WRAPPER_KEY = "vdtrack"
+
+
+def _transformer_options(args: tuple, kwargs: dict) -> dict:
+    """A DIFFUSION_MODEL wrapper gets transformer_options as a keyword (Cosmos' MiniTrainDIT) or positionally
+    (WanModel.forward passes it as its sixth argument); it is the dict carrying "cond_or_uncond"."""
+    to = kwargs.get("transformer_options")
+    if isinstance(to, dict):
+        return to
+    return next((a for a in args if isinstance(a, dict) and "cond_or_uncond" in a), {})
+
+
+def install_first_frames(patcher, positive: list, negative: list) -> None:
+    """DIFFUSION_MODEL wrapper on `patcher` (a clone): the clean first-frame latent (model space, conditioning key
+    FIRST_LATENT_KEY) of each CFG branch replaces the known latent frame(s) of that branch's DiT input. ComfyUI's
+    inpainting would write one latent shared by both branches; counterfactual guidance needs the positive branch
+    to see the edited first frame and the negative branch the unedited one. No key on either side: nothing."""
+    pos = [c[1].get(FIRST_LATENT_KEY) for c in positive]
+    neg = [c[1].get(FIRST_LATENT_KEY) for c in negative]
+    if not any(p is not None for p in pos + neg):
+        return
+    first = {0: pos[0], 1: neg[0]}
+
+    def wrapper(executor, x, *args, **kwargs):
+        branches = _transformer_options(args, kwargs).get("cond_or_uncond", [0])
+        per = x.shape[0] // max(len(branches), 1)
+        x = x.clone()
+        for j, b in enumerate(branches):
+            lat = first.get(b)
+            if lat is not None:
+                x[j * per:(j + 1) * per, : lat.shape[1], : lat.shape[2]] = lat.to(x.device, x.dtype)
+        return executor(x, *args, **kwargs)
+
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY + "_first_frame",
+                                 wrapper)
 
 
 
@@ -88,6 +134,7 @@ class ComfyWanBackbone:
     family = "wan"
     temporal_compression = 4
     default_window = 81          # Wan's native clip length (4k+1)
+    ti2v = False                 # set per model in __init__ (subclasses that skip it are not TI2V)
 
     def __init__(self, model, vae, text: Any = None):
         if not is_wan_model(model):
@@ -103,6 +150,7 @@ class ComfyWanBackbone:
         self.latent_channels = int(base.latent_format.latent_channels)
         self.in_channels = int(dm.in_dim)
         self.image_input = self.in_channels > self.latent_channels           # concat image conditioning
+        self.ti2v = isinstance(base, comfy.model_base.WAN22)                 # first frame in the latent (5B)
         self.uses_clip = getattr(dm, "img_emb", None) is not None
         self.text_dim = int(dm.text_dim)
         self.rope_groups = tuple(int(a) for a in dm.rope_embedder.axes_dim)
@@ -177,6 +225,8 @@ class ComfyWanBackbone:
     def _image_extra(self, cond: Optional[ImageCond], length: int, size: tuple[int, int],
                      need_image: bool) -> dict:
         """What core WanImageToVideo puts on the conditioning: VAE latent of [image, grey...] + known-frame mask."""
+        if self.ti2v:
+            return self._ti2v_extra(cond, length, size, need_image)
         if not self.image_input:
             if need_image:
                 raise ValueError("model: this Wan model is text-to-video; image-conditioned regeneration needs "
@@ -203,6 +253,24 @@ class ComfyWanBackbone:
             extra["clip_vision_output"] = cvo if cvo is not None else _ZeroClipVision(dev)
         return extra
 
+    def _ti2v_extra(self, cond: Optional[ImageCond], length: int, size: tuple[int, int], need_image: bool) -> dict:
+        """Wan 2.2 TI2V (Wan22ImageToVideoLatent): the model-space latent of the image is latent frame 0 (written
+        per branch by install_first_frames) and `denoise_mask` (0 on that frame) gives it timestep 0."""
+        if cond is None or cond.image is None:
+            if need_image:
+                raise ValueError("image: a Wan 2.2 TI2V regeneration needs a first-frame image")
+            return {}
+        img = cond.image if cond.image.ndim == 4 else cond.image[None]
+        img = self._resize(img[:1, ..., :3].float(), size)
+        first = self.encode(img)                                   # causal VAE: frame 0 alone = latent frame 0
+        t = (length - 1) // self.temporal_compression + 1
+        mask = torch.ones((1, 1, t, first.shape[-2], first.shape[-1]), device=first.device)
+        mask[:, :, : first.shape[2]] = 0.0
+        return {"denoise_mask": mask, FIRST_LATENT_KEY: first}
+
+    def _install_first_frames(self, patcher, positive: list, negative: list) -> None:
+        install_first_frames(patcher, positive, negative)
+
     @staticmethod
     def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(img.shape[1:3]) == tuple(size):
@@ -217,6 +285,7 @@ class ComfyWanBackbone:
         (tokens) keyed like "k18". The shared model is untouched (everything is installed on a clone)."""
         self._check_spec(spec)
         m = self.model.clone()
+        self._install_first_frames(m, conds, conds)
         cap = DitCapture(spec, self.num_heads, stop_early=stop_early,
                          to_device=comfy.model_management.intermediate_device())
         cap.install(m)
@@ -326,14 +395,27 @@ class ComfyWanBackbone:
         """SDEdit on a model-space latent with CONDITIONING lists. Per step v = v_pos + w (v_pos - v_neg):
         ComfyUI's CFG neg + cfg (pos - neg) with cfg = 1 + w (w = 0 runs the positive branch only).
         latent_mask [1,1,t,h,w], 1 = regenerate: outside it ComfyUI's inpainting keeps the noised original at
-        each step and the original latent at the end."""
+        each step (the clean original for Wan 2.2 TI2V, WAN22's rule) and the original latent at the end.
+        Wan 2.2 TI2V: the known first latent frame is kept (set to the positive image's latent) and each branch
+        sees its own first frame."""
         if guidance < 0:
             raise ValueError(f"guidance: {guidance} must be >= 0")
         full = comfy.samplers.calculate_sigmas(self.model_sampling, "simple", int(steps)).float()
         sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
         if len(sigmas) < 2:
             return x0.clone()
-        return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)
+        m = self.model.clone()
+        first = positive[0][1].get(FIRST_LATENT_KEY) if self.ti2v else None
+        if first is None:
+            return guided_euler(m, x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)
+        start = x0.float().clone()
+        start[:, :, : first.shape[2]] = first.to(start)
+        keep = torch.ones((1, 1) + tuple(x0.shape[2:]), device=x0.device)
+        keep[:, :, : first.shape[2]] = 0.0
+        mask = keep if latent_mask is None else keep * latent_mask.to(keep)
+        install_first_frames(m, positive, negative)
+        # noise drawn for x0's shape: start has the same shape, the first frame replaced
+        return guided_euler(m, start, sigmas, positive, negative, guidance, mask, seed, progress)
 
     def regen_steps(self, level: float, steps: int) -> int:
         """Number of sampler steps regenerate() runs (for progress bars)."""

@@ -10,7 +10,8 @@ from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
 from .common import Features, Progress, category
 
-SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1) are "
+SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1, Wan 2.2 "
+             "14B and Cosmos, 32 px for Wan 2.2 5B) are "
              "resized to the nearest multiples inside the node; outputs are reported in the input's pixels.")
 
 
@@ -141,7 +142,7 @@ class VDT_CounterfactualRegenerate(io.ComfyNode):
                                             "are encoded with it. Not needed for Wan 2.2 I2V."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Regenerate only here (1 = regenerate), [frames,H,W] or one frame; pooled "
-                                      "to the latent grid (max over each 8x8 cell and 4-frame group)."),
+                                      "to the latent grid (max over each VAE cell, 8x8 or 16x16 px, and 4-frame group)."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="Text conditioning for both branches; default: empty prompt."),
             ],

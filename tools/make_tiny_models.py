@@ -14,9 +14,21 @@ Files (under <models>/diffusion_models and <models>/vae):
                                          10 blocks: the smallest the detector accepts (it fixes 16 heads and 10 blocks
                                          unless model_channels is 2048/5120, and RoPE needs head_dim >= 12). Uses the
                                          Wan 2.1 VAE, as Cosmos-Predict2 does in ComfyUI. About 31 MB.
+  vdtrack_tiny_wan22_ti2v.safetensors    Wan 2.2 TI2V 5B layout (in_dim = out_dim = 48: the 48-channel Wan 2.2 latent;
+                                         ComfyUI detects out_dim 48 as WAN22_T2V -> model_base.WAN22), dim 256 (2 heads
+                                         of 128), 3 layers. About 8 MB.
+  vdtrack_tiny/vdtrack_tiny_wan22_vae.safetensors
+                                         Wan 2.2 VAE (comfy.ldm.wan.vae2_2: 16x spatial, 4x temporal, 48 channels) at
+                                         encoder/decoder width 8. NOT loadable by VAELoader: ComfyUI 0.3.75 detects the
+                                         Wan 2.2 VAE by `decoder.upsamples.0.upsamples.0.residual.2.weight` but then
+                                         builds it at fixed widths (dim 160, dec_dim 256 = 705M parameters, 1.4 GB in
+                                         fp16), so no small file passes its loader. `load_tiny_wan22_vae` runs
+                                         comfy.sd.VAE's own Wan 2.2 branch with only those two widths reduced (read
+                                         from the file's metadata). It lives outside vae/ so loaders never list it.
+                                         About 4 MB.
 
 Weights are seeded (same bytes every run) and stored in fp16 (DiT) / fp32 (VAE); the Wan files total about
-20 MB, the Cosmos one about 31 MB.
+20 MB, the Cosmos one about 31 MB, the Wan 2.2 pair about 12 MB.
 CLI:  python tools/make_tiny_models.py <ComfyUI models dir>
 """
 from __future__ import annotations
@@ -33,9 +45,13 @@ I2V_NAME = "vdtrack_tiny_wan_i2v.safetensors"
 I2V_CLIP_NAME = "vdtrack_tiny_wan_i2v_clip.safetensors"
 COSMOS_NAME = "vdtrack_tiny_cosmos_p2_v2w.safetensors"
 VAE_NAME = "vdtrack_tiny_wan_vae.safetensors"
+WAN22_NAME = "vdtrack_tiny_wan22_ti2v.safetensors"
+WAN22_VAE_NAME = "vdtrack_tiny_wan22_vae.safetensors"
+TINY_DIR = "vdtrack_tiny"          # not a ComfyUI model folder: files here are for load_tiny_wan22_vae only
 
 DIM, FFN, HEAD_DIM, TEXT_DIM = 256, 512, 128, 4096
 VAE_WIDTH = 8
+WAN22_VAE_WIDTH = 8                # encoder `dim` and decoder `dec_dim` of the tiny Wan 2.2 VAE
 
 
 def _init_(module: torch.nn.Module, seed: int) -> None:
@@ -62,12 +78,12 @@ def _comfy_cpu_if_no_gpu() -> None:
         comfy.cli_args.args.cpu = True
 
 
-def _wan_dit(model_type: str, in_dim: int, num_layers: int, seed: int) -> dict[str, torch.Tensor]:
+def _wan_dit(model_type: str, in_dim: int, num_layers: int, seed: int, out_dim: int = 16) -> dict[str, torch.Tensor]:
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
 
     m = WanModel(model_type=model_type, in_dim=in_dim, dim=DIM, ffn_dim=FFN, num_heads=DIM // HEAD_DIM,
-                 num_layers=num_layers, out_dim=16, text_dim=TEXT_DIM, operations=comfy.ops.disable_weight_init)
+                 num_layers=num_layers, out_dim=out_dim, text_dim=TEXT_DIM, operations=comfy.ops.disable_weight_init)
     _init_(m, seed)
     return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
 
@@ -104,6 +120,48 @@ def _wan_vae(seed: int) -> dict[str, torch.Tensor]:
     return {k: t.detach().float().contiguous() for k, t in v.state_dict().items()}
 
 
+def _wan22_vae(seed: int) -> dict[str, torch.Tensor]:
+    from comfy.ldm.wan.vae2_2 import WanVAE
+
+    v = WanVAE(dim=WAN22_VAE_WIDTH, dec_dim=WAN22_VAE_WIDTH, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+               attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in v.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+            elif p.ndim == 1:
+                p.zero_()
+            else:
+                fan_in = p[0].numel()
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (3.0 / fan_in) ** 0.5)
+    return {k: t.detach().float().contiguous() for k, t in v.state_dict().items()}
+
+
+def load_tiny_wan22_vae(path: str):
+    """comfy.sd.VAE of the tiny Wan 2.2 VAE file: ComfyUI's own detection branch (48 channels, 16x spatial and
+    4x temporal index formulas, vae2_2 encode/decode) with only the hard-coded widths replaced by the file's."""
+    _comfy_cpu_if_no_gpu()
+    import comfy.ldm.wan.vae2_2 as vae2_2
+    import comfy.sd
+    import comfy.utils
+
+    sd, meta = comfy.utils.load_torch_file(path, return_metadata=True)
+    width = int((meta or {}).get("vdtrack_wan22_vae_width", 0))
+    if "decoder.upsamples.0.upsamples.0.residual.2.weight" not in sd or width <= 0:
+        raise ValueError(f"vae: {path} is not a tiny Wan 2.2 VAE written by make_tiny_models")
+    full = vae2_2.WanVAE
+
+    def narrow(**cfg):
+        return full(**{**cfg, "dim": width, "dec_dim": width})
+
+    vae2_2.WanVAE = narrow           # only for this constructor call (comfy.sd looks it up at call time)
+    try:
+        return comfy.sd.VAE(sd=sd)
+    finally:
+        vae2_2.WanVAE = full
+
+
 def build_tiny_models(dest_models_dir: str, overwrite: bool = False) -> dict[str, str]:
     """Write the tiny models into <dest>/diffusion_models and <dest>/vae. Returns {kind: path}.
 
@@ -114,18 +172,23 @@ def build_tiny_models(dest_models_dir: str, overwrite: bool = False) -> dict[str
     vae_dir = os.path.join(dest_models_dir, "vae")
     os.makedirs(dm_dir, exist_ok=True)
     os.makedirs(vae_dir, exist_ok=True)
+    tiny_dir = os.path.join(dest_models_dir, TINY_DIR)
+    os.makedirs(tiny_dir, exist_ok=True)
     jobs = {
         "wan_t2v": (os.path.join(dm_dir, T2V_NAME), lambda: _wan_dit("t2v", 16, 4, seed=1)),
         "wan_i2v": (os.path.join(dm_dir, I2V_NAME), lambda: _wan_dit("t2v", 36, 2, seed=2)),
         "wan_i2v_clip": (os.path.join(dm_dir, I2V_CLIP_NAME), lambda: _wan_dit("i2v", 36, 2, seed=3)),
         "wan_vae": (os.path.join(vae_dir, VAE_NAME), lambda: _wan_vae(seed=4)),
         "cosmos_v2w": (os.path.join(dm_dir, COSMOS_NAME), lambda: _cosmos_dit(seed=5)),
+        "wan22_ti2v": (os.path.join(dm_dir, WAN22_NAME), lambda: _wan_dit("t2v", 48, 3, seed=6, out_dim=48)),
+        "wan22_vae": (os.path.join(tiny_dir, WAN22_VAE_NAME), lambda: _wan22_vae(seed=7)),
     }
+    metadata = {"wan22_vae": {"vdtrack_wan22_vae_width": str(WAN22_VAE_WIDTH)}}
     out = {}
     for kind, (path, make) in jobs.items():
         if overwrite or not os.path.exists(path):
             tmp = path + ".tmp"
-            save_file(make(), tmp)
+            save_file(make(), tmp, metadata=metadata.get(kind))
             os.replace(tmp, path)
         out[kind] = path
     return out

@@ -1,0 +1,310 @@
+"""ComfyUI-native Wan adapter on a tiny Wan 2.2 TI2V 5B-layout model (48-channel latent, 16x VAE): features per
+video frame at 32 px, read-only capture, early stop, and TI2V counterfactual regeneration where each CFG branch
+sees its own first frame (Wan22ImageToVideoLatent's latent + noise-mask conditioning)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import comfy.latent_formats
+import comfy.samplers
+import comfy.sd
+
+from vdtrack.backbones import schedules
+from vdtrack.backbones.capture import DitCapture
+from vdtrack.backbones.comfy_native import backbone_from_model
+from vdtrack.backbones.comfy_wan import FIRST_LATENT_KEY, ComfyWanBackbone
+from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
+from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDiffusionFeatures
+
+from .conftest import _make_tiny_models_module, synthetic_clip
+
+
+@pytest.fixture(scope="module")
+def wan22(tiny_models):
+    return comfy.sd.load_diffusion_model(tiny_models["wan22_ti2v"])
+
+
+@pytest.fixture(scope="module")
+def wan22_vae(tiny_models):
+    return _make_tiny_models_module().load_tiny_wan22_vae(tiny_models["wan22_vae"])
+
+
+@pytest.fixture(scope="module")
+def bb(wan22, wan22_vae):
+    return ComfyWanBackbone(wan22, wan22_vae)
+
+
+def _marked(img: torch.Tensor) -> torch.Tensor:
+    out = img.clone()
+    out[0, 20:44, 20:44] = torch.tensor([1.0, 0.0, 0.0])
+    return out
+
+
+def _state(patcher):
+    dm = patcher.model.diffusion_model
+    sd = {k: v.clone() for k, v in dm.state_dict().items()}
+    hooks = sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in dm.modules())
+    to = patcher.model_options.get("transformer_options", {})
+    return sd, hooks, repr(sorted(to.keys())), repr(to.get("patches_replace", {})), repr(patcher.wrappers)
+
+
+def _denoised(patcher, x0, sigma, conds, seed=0, capture=None):
+    """ComfyUI's denoised prediction at sigma for x = noise_to(x0) (one model call, cfg 1)."""
+    m = patcher.clone()
+    if capture is not None:
+        capture.install(m)
+    res = {}
+
+    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        res["den"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
+        return x
+
+    g = comfy.samplers.CFGGuider(m)
+    g.set_conds(conds, conds)
+    g.set_cfg(1.0)
+    g.sample(schedules.seeded_noise(x0.shape, seed), patcher.model.process_latent_out(x0),
+             comfy.samplers.KSAMPLER(one), torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
+    return res["den"]
+
+
+def test_detected_as_wan22_ti2v_with_32px_tokens(bb, wan22, wan22_vae):
+    assert type(wan22.model).__name__ == "WAN22" and wan22.model.latent_format.latent_channels == 48
+    assert wan22_vae.latent_channels == 48 and tuple(wan22_vae.downscale_index_formula) == (4, 16, 16)
+    assert isinstance(bb, VideoBackbone) and isinstance(backbone_from_model(wan22, wan22_vae), ComfyWanBackbone)
+    assert (bb.family, bb.num_layers, bb.num_heads, bb.head_dim) == ("wan", 3, 2, 128)
+    assert bb.ti2v and not bb.image_input and bb.latent_channels == 48
+    assert bb.vae_stride == 16 and bb.spatial_stride == 32 and bb.temporal_compression == 4
+    x0 = bb.encode(synthetic_clip(9, 64, 96))
+    assert x0.shape == (1, 48, 3, 4, 6)
+    with pytest.raises(ValueError, match="vae"):
+        ComfyWanBackbone(wan22, object())
+
+
+def test_features_per_video_frame_at_32px(bb):
+    clip = synthetic_clip(9, 64, 96)
+    f = bb.features(clip, 0.2, FeatureSpec([1], kinds=("k", "block"), heads=[1]), seed=0)
+    assert f["k1"]["features"].shape == (9, 1, 128, 2, 3)
+    assert f["block1"]["features"].shape == (9, 256, 2, 3)
+    assert f["k1"]["stride"] == (32.0, 32.0) and f["k1"]["frame_size"] == (64, 96)
+    assert torch.isfinite(f["k1"]["features"]).all()
+    # a size off the 32 px grid is resized to the nearest multiples; stride reported in input pixels
+    g = bb.features(synthetic_clip(5, 60, 100), 0.2, FeatureSpec([0], kinds=("k",)), seed=0)["k0"]
+    assert g["features"].shape == (5, 2, 128, 2, 3) and g["meta"]["model_size"] == (64, 96)
+    assert g["stride"] == pytest.approx((30.0, 100 / 3))
+    # latent frame centres in video time are 0, 2.5, 6.5 (causal VAE): frame 0 is latent 0, frame 1 is 0.6/0.4
+    # of latents 0/1, frame 8 (past the last centre) is latent 2
+    raw = bb.capture_latent(bb.encode(clip), 0.2, FeatureSpec([1], kinds=("block",)), 0, bb._conds(None, {}))
+    lat = bb._tokens_to_grid("block1", raw["block1"], (3, 2, 3))
+    feats = f["block1"]["features"]
+    assert torch.allclose(feats[0], lat[0], atol=1e-5)
+    assert torch.allclose(feats[1], 0.6 * lat[0] + 0.4 * lat[1], atol=1e-5)
+    assert torch.allclose(feats[8], lat[2], atol=1e-5)
+
+
+def test_capture_is_read_only_and_leaves_model_unchanged(bb, wan22):
+    before = _state(wan22)
+    clip = synthetic_clip(9, 64, 64, seed=1)
+    x0 = bb.encode(clip)
+    conds = bb._conds(None, {})
+    spec = FeatureSpec([0, 2], kinds=("block", "q", "k"))
+    cap = DitCapture(spec, bb.num_heads, stop_early=False)
+    plain = _denoised(wan22, x0, 0.6, conds)
+    hooked = _denoised(wan22, x0, 0.6, conds, capture=cap)
+    assert torch.equal(plain, hooked)
+    assert set(cap.store) == {"block0", "q0", "k0", "block2", "q2", "k2"}
+    cond = ImageCond(_marked(clip[:1]))
+    f1 = bb.features(clip, 0.3, spec, seed=5, cond=cond)
+    f2 = bb.features(clip, 0.3, spec, seed=5, cond=cond)
+    for k in f1:
+        assert torch.equal(f1[k]["features"], f2[k]["features"])
+    after = _state(wan22)
+    assert before[1:] == after[1:] and before[1] == 0
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+
+
+def test_stop_early_runs_fewer_blocks(wan22, wan22_vae):
+    calls = []
+    counted = wan22.clone()
+    for i in range(3):
+        counted.set_model_patch_replace(
+            lambda args, extra, i=i: (calls.append(i), extra["original_block"](args))[1], "dit", "double_block", i)
+    bb = ComfyWanBackbone(counted, wan22_vae)
+    clip = synthetic_clip(5, 64, 64)
+    bb.features(clip, 0.5, FeatureSpec([0], kinds=("block",)), seed=0)
+    assert calls == [0]
+    calls.clear()
+    bb.features(clip, 0.5, FeatureSpec([1], kinds=("k",)), seed=0)
+    assert calls == [0, 1]
+    calls.clear()
+    bb.features(clip, 0.5, FeatureSpec([2, 0], kinds=("block", "k")), seed=0)
+    assert calls == [0, 1, 2]
+
+
+def _ti2v_latent(bb, clip, image):
+    """Core Wan22ImageToVideoLatent for SDEdit (re-implemented: importing comfy_extras here would resolve
+    ComfyUI's `nodes` to this package): raw latent of the clip with latent frame 0 = the raw latent of `image`,
+    noise mask 0 on that frame."""
+    raw = bb.vae.encode(clip)
+    raw[:, :, :1] = bb.vae.encode(image)
+    mask = torch.ones((1, 1) + tuple(raw.shape[2:]))
+    mask[:, :, :1] = 0.0
+    return raw, mask
+
+
+def test_first_frame_features_match_comfyui_noise_mask_flow(bb, wan22):
+    """Conditioning on an image = ComfyUI's own flow: latent frame 0 = the image's latent, noise mask 0 there
+    (clean latent fed to the model and timestep 0 on that frame)."""
+    clip = synthetic_clip(9, 64, 64, seed=3)
+    image = _marked(clip[:1])
+    level, seed, spec = 0.4, 2, FeatureSpec([1], kinds=("k", "block"))
+    got = bb.features(clip, level, spec, seed, cond=ImageCond(image))
+    raw, mask = _ti2v_latent(bb, clip, image)
+    cap = DitCapture(spec, bb.num_heads, stop_early=False)
+    m = wan22.clone()
+    cap.install(m)
+
+    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
+        return x
+
+    g = comfy.samplers.CFGGuider(m)
+    conds = bb._conds(None, {})
+    g.set_conds(conds, conds)
+    g.set_cfg(1.0)
+    g.sample(schedules.seeded_noise(raw.shape, seed), raw, comfy.samplers.KSAMPLER(one),
+             torch.tensor([bb.sigma_at(level), 0.0]), denoise_mask=mask, disable_pbar=True, seed=seed)
+    ref = bb._tokens_to_grid("k1", cap.store["k1"], (3, 2, 2))
+    assert torch.allclose(got["k1"]["features"][0], ref[0], atol=1e-4)
+    assert torch.allclose(got["k1"]["features"][8], ref[2], atol=1e-4)
+    plain = bb.features(clip, level, spec, seed)
+    assert (plain["k1"]["features"][0] - got["k1"]["features"][0]).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- regeneration
+@pytest.fixture(scope="module")
+def ti2v_setup(bb):
+    clip = synthetic_clip(9, 64, 64, seed=2)
+    edited = _marked(clip[:1])
+    x0 = bb.encode(clip)
+    with torch.inference_mode():
+        pos = bb._conds(None, bb._image_extra(ImageCond(edited), 9, (64, 64), need_image=True))
+        neg = bb._conds(None, bb._image_extra(ImageCond(clip[:1]), 9, (64, 64), need_image=True))
+    return clip, edited, x0, pos, neg
+
+
+def _denoised_at(bb, x, s, conds):
+    """Denoised prediction for an already-noised model-space x (no inpainting): with an all-zero latent ComfyUI's
+    noise scaling gives s*(x/s) = x. The conditioning's `denoise_mask` gives WAN22 its per-frame timesteps."""
+    m = bb.model.clone()
+    res = {}
+
+    def one(model, xx, sigmas, extra_args=None, callback=None, disable=None):
+        res["den"] = model(xx, sigmas[0] * xx.new_ones([xx.shape[0]]), **extra_args)
+        return xx
+
+    g = comfy.samplers.CFGGuider(m)
+    g.set_conds(conds, conds)
+    g.set_cfg(1.0)
+    g.sample(x / s, torch.zeros_like(x), comfy.samplers.KSAMPLER(one), torch.tensor([s, 0.0]),
+             disable_pbar=True, seed=0)
+    return res["den"]
+
+
+def _reference_ti2v_euler(bb, x0, level, steps, pos, neg, w, seed):
+    """Plain Euler on den = den_pos + w (den_pos - den_neg); each branch is a separate cfg-1 call whose input has
+    that branch's own clean first latent frame; the kept frame's prediction is the positive first latent."""
+    fp, fn = pos[0][1][FIRST_LATENT_KEY], neg[0][1][FIRST_LATENT_KEY]
+    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "simple", steps).float()
+    sig = schedules.sdedit_tail(full, level, bb.sigma_at(level))
+    start = x0.clone()
+    start[:, :, :1] = fp
+    x = bb.noise_to(start, level, seed)
+    for i in range(len(sig) - 1):
+        s, s_next = float(sig[i]), float(sig[i + 1])
+        xp, xn = x.clone(), x.clone()
+        xp[:, :, :1], xn[:, :, :1] = fp, fn
+        dp = _denoised_at(bb, xp, s, pos)
+        den = dp if w == 0 else dp + w * (dp - _denoised_at(bb, xn, s, neg))
+        den[:, :, :1] = fp
+        x = x + (s_next - s) * (x - den) / s
+    return x
+
+
+def test_guidance_zero_is_plain_conditional_ti2v_sampling(bb, wan22, ti2v_setup):
+    clip, edited, x0, pos, neg = ti2v_setup
+    out = bb.regenerate_latent(x0, 0.5, pos, neg, 0.0, 8, seed=4)
+    ref = _reference_ti2v_euler(bb, x0, 0.5, 8, pos, neg, 0.0, seed=4)
+    assert torch.allclose(out, ref, atol=1e-4)
+    assert torch.equal(out, bb.regenerate_latent(x0, 0.5, pos, pos, 0.0, 8, seed=4))     # w = 0 ignores neg
+    # and it is ComfyUI's own TI2V sampling: Wan22ImageToVideoLatent's latent + noise mask, Euler at cfg 1
+    raw, mask = _ti2v_latent(bb, clip, edited)
+    g = comfy.samplers.CFGGuider(wan22)
+    text = bb._conds(None, {})
+    g.set_conds(text, text)
+    g.set_cfg(1.0)
+    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "simple", 8).float()
+    sig = schedules.sdedit_tail(full, 0.5, bb.sigma_at(0.5))
+    native = g.sample(schedules.seeded_noise(raw.shape, 4), raw, comfy.samplers.sampler_object("euler"), sig,
+                      denoise_mask=mask, disable_pbar=True, seed=4)
+    assert torch.allclose(out, wan22.model.process_latent_in(native), atol=1e-4)
+
+
+def test_guidance_each_branch_sees_its_own_first_frame(bb, ti2v_setup):
+    clip, edited, x0, pos, neg = ti2v_setup
+    out = bb.regenerate_latent(x0, 0.5, pos, neg, 3.0, 6, seed=1)
+    ref = _reference_ti2v_euler(bb, x0, 0.5, 6, pos, neg, 3.0, seed=1)
+    assert torch.allclose(out, ref, atol=1e-4)
+    plain = bb.regenerate_latent(x0, 0.5, pos, neg, 0.0, 6, seed=1)
+    assert (out - plain).abs().max() > 1e-3
+    # with the same first frame on both sides the guidance term vanishes: a shared first frame would do this
+    same = bb.regenerate_latent(x0, 0.5, pos, pos, 3.0, 6, seed=1)
+    assert torch.allclose(same, plain, atol=1e-5)
+    # the kept first latent frame is the positive (edited) image's latent
+    assert torch.allclose(out[:, :, :1], pos[0][1][FIRST_LATENT_KEY], atol=1e-6)
+
+
+def test_mask_keeps_original_latent_outside(bb, ti2v_setup):
+    clip, edited, x0, pos, neg = ti2v_setup
+    mask = torch.zeros(1, 1, x0.shape[2], x0.shape[3], x0.shape[4])
+    mask[..., 1:3, 1:3] = 1.0
+    out = bb.regenerate_latent(x0, 0.6, pos, neg, 2.0, 6, latent_mask=mask, seed=0)
+    outside = (1 - mask)[:, :, 1:]
+    assert ((out[:, :, 1:] - x0[:, :, 1:]) * outside).abs().max() < 1e-5
+    assert ((out[:, :, 1:] - x0[:, :, 1:]) * mask[:, :, 1:]).abs().max() > 1e-3
+    assert torch.allclose(out[:, :, :1], pos[0][1][FIRST_LATENT_KEY], atol=1e-6)
+
+
+def test_regenerate_frames_progress_and_validation(bb, ti2v_setup):
+    clip, edited, x0, pos, neg = ti2v_setup
+    ticks = []
+    video = bb.regenerate(clip[:7], 0.5, ImageCond(edited), ImageCond(clip[:1]), 1.0, 8,
+                          mask=torch.ones(7, 64, 64), seed=0, progress=lambda: ticks.append(1))
+    assert video.shape == (7, 64, 64, 3) and len(ticks) == bb.regen_steps(0.5, 8) == 4
+    assert torch.isfinite(video).all()
+    with pytest.raises(ValueError, match="image"):
+        bb._image_extra(None, 9, (64, 64), need_image=True)
+    assert bb._image_extra(None, 9, (64, 64), need_image=False) == {}
+
+
+# ---------------------------------------------------------------- nodes
+def test_nodes_run_with_the_tiny_wan22(wan22, wan22_vae):
+    clip = synthetic_clip(9, 64, 96)
+    f = VDT_ExtractDiffusionFeatures.execute(wan22, wan22_vae, clip, layer=2, kind="k", heads="0",
+                                             noise_level=0.1, seed=3).result[0]
+    assert f["features"].shape == (9, 1, 128, 2, 3) and f["stride"] == (32.0, 32.0)
+    fc = VDT_ExtractDiffusionFeatures.execute(wan22, wan22_vae, clip, layer=2, kind="k", heads="0", noise_level=0.1,
+                                              seed=3, condition_on_first_frame=True).result[0]
+    assert fc["features"].shape == f["features"].shape and not torch.equal(fc["features"], f["features"])
+    edited = _marked(clip[:1])
+    out = VDT_CounterfactualRegenerate.execute(wan22, wan22_vae, clip, edited, clip[:1], noise_level=0.5, steps=4,
+                                               guidance=8.0, seed=1).result[0]
+    assert out.shape == clip.shape and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+    again = VDT_CounterfactualRegenerate.execute(wan22, wan22_vae, clip, edited, clip[:1], noise_level=0.5, steps=4,
+                                                 guidance=8.0, seed=1).result[0]
+    assert torch.equal(out, again)
+    mask = torch.zeros(9, 64, 96)
+    mask[:, 16:48, 32:64] = 1
+    masked = VDT_CounterfactualRegenerate.execute(wan22, wan22_vae, clip, edited, clip[:1], noise_level=0.5,
+                                                  steps=4, guidance=8.0, seed=1, mask=mask).result[0]
+    assert masked.shape == clip.shape and torch.isfinite(masked).all()
