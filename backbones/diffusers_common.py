@@ -283,6 +283,32 @@ def text_embeddings(source: str, prompt: str, max_length: int, fallback_shape: t
     return out.to(device=device, dtype=dtype), "encoder"
 
 
+
+def masked_guided_euler(clean: torch.Tensor, noise: torch.Tensor, sigmas, denoise: Callable, renoise: Callable,
+                        guidance: float, mask: Optional[torch.Tensor] = None,
+                        progress: Optional[Callable[[], None]] = None) -> torch.Tensor:
+    """Euler SDEdit along `sigmas` for sigma-parameterised families (EDM SVD, flow Wan) with image-prompt
+    guidance and a RePaint mask. `denoise(x, sigma, branch)` predicts the clean latent for branch "pos"/"neg";
+    the guided prediction is d_pos + w (d_pos - d_neg) (the same as guiding the velocity for flow models).
+    `renoise(clean, noise, sigma)` is the family's forward noising. Outside `mask` (1 = regenerate) the latent
+    is replaced by the noised original before every step and by the original at the end."""
+    x = renoise(clean, noise, float(sigmas[0]))
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        if mask is not None:
+            x = mask * x + (1 - mask) * renoise(clean, noise, s)
+        d = denoise(x, s, "pos")
+        if guidance != 0:
+            d = d + guidance * (d - denoise(x, s, "neg"))
+        if mask is not None:
+            d = mask * d + (1 - mask) * clean
+        x = x + (s_next - s) * (x - d) / s
+        if progress is not None:
+            progress()
+    if mask is not None:
+        x = mask * x + (1 - mask) * clean
+    return x
+
 class DiffusersBackbone(abc.ABC):
     """What the diffusers adapters share: devices, the window loop of `features`, packaging.
 

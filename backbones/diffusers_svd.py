@@ -18,7 +18,8 @@ import math
 import torch
 
 from .diffusers_common import (Capture, DiffusersBackbone, clip_normalisation, clip_pixels, cond_image, from_pixels,
-                               latent_mask, load_denoiser, load_optional, load_vae, scheduler_config, to_pixels)
+                               latent_mask, load_denoiser, load_optional, load_vae, masked_guided_euler,
+                               scheduler_config, to_pixels)
 from .protocol import check_level
 from .schedules import edm_level, edm_noise, edm_sigma, run_steps, sdedit_tail, seeded_noise
 
@@ -158,20 +159,8 @@ class SVDBackbone(DiffusersBackbone):
             noise = seeded_noise(lat.shape, seed, self.device)
             sig = sdedit_tail(karras_sigmas(steps, self.sigma_min, self.sigma_max), level,
                               self.sigma_from_level(level))
-            x = edm_noise(lat, noise, float(sig[0]))
-            for i in range(len(sig) - 1):
-                s, s_next = float(sig[i]), float(sig[i + 1])
-                if m is not None:
-                    x = m * x + (1 - m) * edm_noise(lat, noise, s)
-                d_pos = self._denoise(x, s, *conds["pos"])
-                x0 = d_pos if guidance == 0 else d_pos + guidance * (d_pos - self._denoise(x, s, *conds["neg"]))
-                if m is not None:
-                    x0 = m * x0 + (1 - m) * lat
-                x = x + (s_next - s) * (x - x0) / s
-                if progress is not None:
-                    progress()
-            if m is not None:
-                x = m * x + (1 - m) * lat
+            x = masked_guided_euler(lat, noise, sig, lambda x, s, b: self._denoise(x, s, *conds[b]), edm_noise,
+                                    guidance, m, progress)
             out = self._decode_pixels(x)
         finally:
             self._offload()

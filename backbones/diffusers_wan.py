@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, cond_image, from_pixels, load_denoiser, load_from_folder,
-                               shipped_config_dir, to_pixels)
+from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, cond_image, from_pixels, load_denoiser,
+                               load_from_folder, masked_guided_euler, shipped_config_dir, to_pixels)
 from .protocol import check_level
 from .schedules import flow_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
 from .windows import mask_to_latent_grid, pad_frames, quantize_up
@@ -192,23 +192,9 @@ class DiffusersWanBackbone(DiffusersBackbone):
     def regenerate_latent(self, x0, level, y_pos, y_neg, guidance, sigmas, latent_mask=None, seed=0,
                           progress=None):
         noise = seeded_noise(x0.shape, seed, x0.device)
-        x = flow_noise(x0, noise, float(sigmas[0]))
-        m = latent_mask
-        for i in range(len(sigmas) - 1):
-            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-            if m is not None:
-                x = m * x + (1 - m) * flow_noise(x0, noise, s)
-            v_pos = self.velocity(x, s, y_pos)
-            v = v_pos if guidance == 0 else v_pos + guidance * (v_pos - self.velocity(x, s, y_neg))
-            d0 = x - s * v
-            if m is not None:
-                d0 = m * d0 + (1 - m) * x0
-            x = x + (s_next - s) * (x - d0) / s
-            if progress is not None:
-                progress()
-        if m is not None:
-            x = m * x + (1 - m) * x0
-        return x
+        conds = {"pos": y_pos, "neg": y_neg}
+        return masked_guided_euler(x0, noise, sigmas, lambda x, s, b: x - s * self.velocity(x, s, conds[b]),
+                                   flow_noise, guidance, latent_mask, progress)
 
     def simple_sigmas(self, steps: int) -> torch.Tensor:
         """ComfyUI's "simple" scheduler on Wan's discrete flow sigmas (1000 levels, shifted), + final 0."""
