@@ -30,18 +30,16 @@ branches can see different first frames.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
 import comfy.model_base
-import comfy.model_management
 import comfy.patcher_extension
-import comfy.samplers
 
 from . import schedules
 from .capture import DitCapture, StopForward
-from .comfy_wan import FIRST_LATENT_KEY, WRAPPER_KEY, ComfyWanBackbone, conditional_forward, guided_euler
+from .comfy_wan import WRAPPER_KEY, ComfyWanBackbone, sdedit_sigmas
 from .protocol import FeatureSpec, ImageCond, check_level
 
 # An all-zero context gives zero cross-attention keys/values (bias-free projections, RMSNorm(0) = 0), so the
@@ -147,35 +145,34 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
     temporal_compression = 4
     default_window = 25          # HeFT's chunk_size (4k+1 frames for the causal Wan VAE)
 
-    def __init__(self, model, vae, text: Any = None):
-        if not is_cosmos_model(model):
-            raise ValueError(f"model: expected a Cosmos-Predict2 model (MiniTrainDIT), got "
-                             f"{type(getattr(model, 'model', model)).__name__}")
-        self.model = model
-        self.vae = vae
-        base = model.model
-        dm = base.diffusion_model
-        self.num_layers = len(dm.blocks)
-        self.num_heads = int(dm.num_heads)
+    _expected_model = "a Cosmos-Predict2 model (MiniTrainDIT)"
+    _needed_vae = "Cosmos-Predict2 needs the {c}-channel Wan 2.1 VAE"
+    _is_model = staticmethod(is_cosmos_model)
+    _capture_class = CosmosCapture       # on the conditional branch only, as HeFT records the conditional pass
+    _regen_scheduler = "karras"
+    _empty_text_len = EMPTY_TEXT_LEN
+    _text_encoder = "the old T5-XXL text encoder for Cosmos-Predict2"
+
+    def _read_dit(self, base, dm) -> None:
         self.head_dim = int(dm.model_channels // dm.num_heads)
-        self.latent_channels = int(base.latent_format.latent_channels)
         self.in_channels = int(dm.in_channels)
         self.image_input = bool(getattr(base, "image_to_video", False))       # Video2World: condition mask
         self.uses_clip = False
         self.text_dim = int(dm.blocks[0].cross_attn.context_dim)
         self.rope_groups = cosmos_rope_groups(self.head_dim)
-        if vae is None or getattr(vae, "latent_channels", None) != self.latent_channels:
-            raise ValueError(f"vae: Cosmos-Predict2 needs the {self.latent_channels}-channel Wan 2.1 VAE, got "
-                             f"{getattr(vae, 'latent_channels', None)} channels")
-        self.vae_stride = int(vae.downscale_index_formula[1]) if hasattr(vae, "downscale_index_formula") else 8
-        self.spatial_stride = self.vae_stride * int(dm.patch_spatial)
-        self.model_sampling = model.get_model_object("model_sampling")
+
+    @staticmethod
+    def _dit_patch(dm) -> int:
+        return int(dm.patch_spatial)
+
+    def _read_sampling(self) -> None:
         self.sigma_min = float(self.model_sampling.sigma_min)
         self.sigma_max = float(self.model_sampling.sigma_max)
         self.shift = 1.0
-        self.text = text
+
+    def _dit_name(self, base, dm) -> str:
         kind = "v2w" if self.image_input else "t2i"
-        self.name = f"cosmos:{kind}:{self.num_layers}x{dm.model_channels}"
+        return f"cosmos:{kind}:{self.num_layers}x{dm.model_channels}"
 
     # ---------------------------------------------------------------- schedule
     def sigma_at(self, level: float) -> float:
@@ -203,17 +200,6 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
         return schedules.flow_noise(latents, eps, self.flow_t(level))
 
     # ---------------------------------------------------------------- conditioning
-    def _text(self, text: Any) -> list:
-        if text is None:
-            return [[torch.zeros(1, EMPTY_TEXT_LEN, self.text_dim), {}]]
-        if not isinstance(text, list) or not text or not isinstance(text[0], (list, tuple)):
-            raise ValueError("conditioning: expected a ComfyUI CONDITIONING (list of [tensor, dict])")
-        width = text[0][0].shape[-1]
-        if width != self.text_dim:
-            raise ValueError(f"conditioning: text embeddings are {width}-wide but the model expects "
-                             f"{self.text_dim} (use the old T5-XXL text encoder for Cosmos-Predict2)")
-        return text
-
     def _image_extra(self, cond: Optional[ImageCond], length: int, size: tuple[int, int],
                      need_image: bool) -> dict:
         """Video2World first-frame conditioning: ComfyUI's concat_mask (0 on the known latent frame) plus the
@@ -228,30 +214,7 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
             if need_image:
                 raise ValueError("image: a Video2World regeneration needs a first-frame image")
             return {}
-        img = cond.image if cond.image.ndim == 4 else cond.image[None]
-        img = self._resize(img[:1, ..., :3].float(), size)
-        first = self.encode(img)                                   # causal VAE: frame 0 alone = latent frame 0
-        t = (length - 1) // self.temporal_compression + 1
-        mask = torch.ones((1, 1, t, first.shape[-2], first.shape[-1]), device=first.device)
-        mask[:, :, : first.shape[2]] = 0.0
-        return {"concat_mask": mask, FIRST_LATENT_KEY: first}
-
-    # ---------------------------------------------------------------- one captured forward pass
-    def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
-                       conds: list, stop_early: bool = True) -> dict[str, torch.Tensor]:
-        self._check_spec(spec)
-        m = self.model.clone()
-        self._install_first_frames(m, conds, conds)
-        cap = CosmosCapture(spec, self.num_heads, stop_early=stop_early,
-                            to_device=comfy.model_management.intermediate_device())
-        cap.install(m)
-        # conditional branch only (HeFT records the conditional pass)
-        conditional_forward(m, self.model.model.process_latent_out(x0.float()), self.sigma_at(level), conds, seed)
-        self.last_blocks_run = list(cap.blocks_run)
-        missing = [k for k in spec.keys() if k not in cap.store]
-        if missing:
-            raise RuntimeError(f"capture: {missing} were not produced by the forward pass")
-        return cap.store
+        return self._first_latent_extra(cond.image, length, size, "concat_mask")
 
     # ---------------------------------------------------------------- regeneration
     def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
@@ -260,20 +223,7 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
         """SDEdit on a model-space latent; per step den = den_pos + w (den_pos - den_neg) (ComfyUI CFG with
         cfg = 1 + w) on the Karras schedule of Cosmos (sigma_min..sigma_max). The known first latent frame is
         kept (set to the positive image's latent), outside `latent_mask` the original latent is kept."""
-        if guidance < 0:
-            raise ValueError(f"guidance: {guidance} must be >= 0")
-        full = comfy.samplers.calculate_sigmas(self.model_sampling, "karras", int(steps)).float()
-        sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
+        sigmas = sdedit_sigmas(self, self._regen_scheduler, level, steps, guidance)
         if len(sigmas) < 2:
             return x0.clone()
-        start = x0.float().clone()
-        keep = torch.ones((1, 1) + tuple(x0.shape[2:]), device=x0.device)
-        first = positive[0][1].get(FIRST_LATENT_KEY)
-        if first is not None:
-            start[:, :, : first.shape[2]] = first.to(start)
-            keep[:, :, : first.shape[2]] = 0.0
-        mask = keep if latent_mask is None else keep * latent_mask.to(keep)
-        m = self.model.clone()
-        self._install_first_frames(m, positive, negative)
-        # noise drawn for x0's shape: start has the same shape, the first frame replaced
-        return guided_euler(m, start, sigmas, positive, negative, guidance, mask, seed, progress)
+        return self._first_frame_euler(x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)

@@ -23,15 +23,14 @@ import math
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 import comfy.model_base
 import comfy.model_management
-import comfy.samplers
 
 from . import schedules, windows
 from .capture import StopForward
-from .comfy_wan import conditional_forward, guided_euler
+from .comfy_wan import (captured_forward, first_frame, frames_mask, guided_euler, keep_window, require_model,
+                        require_vae, resize_frames, sdedit_sigmas)
 from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
 
 SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
@@ -77,9 +76,7 @@ class ComfySVDBackbone:
     head_dim = 0
 
     def __init__(self, model, vae, text: Any = None):
-        if not is_svd_model(model):
-            raise ValueError(f"model: expected a Stable Video Diffusion model (SVD_img2vid), got "
-                             f"{type(getattr(model, 'model', model)).__name__}")
+        require_model(is_svd_model(model), model, "a Stable Video Diffusion model (SVD_img2vid)")
         self.model = model
         self.vae = vae
         base = model.model
@@ -88,9 +85,7 @@ class ComfySVDBackbone:
         self.levels = len(dm.output_blocks) // (self.nrb + 1)
         self.num_layers = self.levels - 1                   # up blocks whose output a patch call sees
         self.latent_channels = int(base.latent_format.latent_channels)
-        if vae is None or getattr(vae, "latent_channels", None) != self.latent_channels:
-            raise ValueError(f"vae: SVD needs a {self.latent_channels}-channel image VAE, got "
-                             f"{getattr(vae, 'latent_channels', None)} channels")
+        require_vae(vae, self.latent_channels, f"SVD needs a {self.latent_channels}-channel image VAE")
         self.context_dim = int(base.model_config.unet_config.get("context_dim", 1024))
         self.vae_stride = 8
         self.pixel_multiple = self.vae_stride * 2 ** (self.levels - 1)
@@ -127,12 +122,7 @@ class ComfySVDBackbone:
         s = self.pixel_multiple
         return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
 
-    @staticmethod
-    def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if tuple(img.shape[1:3]) == tuple(size):
-            return img
-        x = F.interpolate(img.movedim(-1, 1).float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-        return x.clamp(0, 1).movedim(1, -1)
+    _resize = staticmethod(resize_frames)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """[T,H,W,3] 0..1 -> model-space latent [T,4,h,w]."""
@@ -145,8 +135,7 @@ class ComfySVDBackbone:
     # ---------------------------------------------------------------- conditioning
     def _conds(self, cond: ImageCond, size: tuple[int, int], need_clip: bool) -> list:
         """What core SVD_img2vid_Conditioning builds for one init image."""
-        img = cond.image if cond.image.ndim == 4 else cond.image[None]
-        img = self._resize(img[:1, ..., :3].float(), size)
+        img = first_frame(cond.image, size)
         cvo = cond.clip_vision_output
         if cvo is None:
             if need_clip:
@@ -173,16 +162,9 @@ class ComfySVDBackbone:
         self._check_spec(spec)
         if check_level(level) == 0.0:
             raise ValueError("noise_level: SVD (EDM) needs a level > 0 (sigma 0 has no timestep)")
-        m = self.model.clone()
         cap = UpBlockCapture({i: self.output_block_of(i) for i in spec.layers}, stop_early,
                              comfy.model_management.intermediate_device())
-        cap.install(m)
-        conditional_forward(m, self.model.model.process_latent_out(x0.float()), self.sigma_at(level), conds, seed)
-        self.last_blocks_run = list(cap.blocks_run)
-        missing = [k for k in spec.keys() if k not in cap.store]
-        if missing:
-            raise RuntimeError(f"capture: {missing} were not produced by the forward pass")
-        return cap.store
+        return captured_forward(self, self.model.clone(), cap, x0, level, spec, seed, conds)
 
     def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
@@ -201,11 +183,8 @@ class ComfySVDBackbone:
             clip = windows.pad_frames(x[win.start:win.stop], win.length)
             first = ImageCond(clip[:1]) if image_cond is None else image_cond   # default: the window's 1st frame
             raw = self.capture_latent(self.encode(clip), level, spec, seed, self._conds(first, (mh, mw), False))
-            lo, hi = win.keep_start - win.start, win.keep_stop - win.start
             for key in spec.keys():
-                if key not in out:
-                    out[key] = raw[key].new_empty((T,) + tuple(raw[key].shape[1:]))
-                out[key][win.keep_start:win.keep_stop] = raw[key][lo:hi]
+                keep_window(out, key, raw[key], win, T)
             if progress is not None:
                 progress()
         result = {}
@@ -237,11 +216,7 @@ class ComfySVDBackbone:
         neg = self._conds(negative, size, True)
         lat_mask = None
         if mask is not None:
-            m = mask.float()
-            m = m[None] if m.ndim == 2 else m
-            if m.shape[0] == 1 and T > 1:
-                m = m.expand(T, -1, -1)
-            m = F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            m = frames_mask(mask, T, size)
             lat_mask = windows.mask_to_latent_grid(m, T, 1, self.vae_stride, causal_first=False)[0, 0][:, None]
         out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
         return self._resize(self.decode(out)[:T], (H, W)).clamp(0, 1)
@@ -252,10 +227,7 @@ class ComfySVDBackbone:
         """SDEdit with Euler on the tail of SVD's Karras schedule from sigma(level); per step
         den = den_pos + w (den_pos - den_neg) (ComfyUI CFG, cfg = 1 + w). latent_mask [T,1,h,w], 1 = regenerate:
         outside it ComfyUI's inpainting keeps the noised original each step and the original at the end."""
-        if guidance < 0:
-            raise ValueError(f"guidance: {guidance} must be >= 0")
-        full = comfy.samplers.calculate_sigmas(self.model_sampling, "karras", int(steps)).float()
-        sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
+        sigmas = sdedit_sigmas(self, "karras", level, steps, guidance)
         if len(sigmas) < 2:
             return x0.clone()
         return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)

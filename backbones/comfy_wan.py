@@ -116,6 +116,71 @@ def guided_euler(patched, model_latent: torch.Tensor, sigmas: torch.Tensor, posi
                         sigmas, denoise_mask=denoise_mask, callback=on_step, disable_pbar=True, seed=seed)
     return base.process_latent_in(out.float())
 
+
+def require_model(ok: bool, model, expected: str) -> None:
+    """ValueError naming the `model` input when `ok` is False (expected: what the adapter needs)."""
+    if not ok:
+        raise ValueError(f"model: expected {expected}, got {type(getattr(model, 'model', model)).__name__}")
+
+
+def require_vae(vae, channels: int, needs: str) -> None:
+    """ValueError naming the `vae` input unless it gives `channels` latent channels (needs: what is needed)."""
+    if vae is None or getattr(vae, "latent_channels", None) != channels:
+        raise ValueError(f"vae: {needs}, got {getattr(vae, 'latent_channels', None)} channels")
+
+
+def captured_forward(bb, patched, cap, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+                     conds: list) -> dict[str, torch.Tensor]:
+    """Install `cap` on `patched` (a clone of bb.model), run one conditional forward pass at `level` on the
+    model-space latent x0, record the blocks that ran on bb.last_blocks_run; returns the captures."""
+    cap.install(patched)
+    conditional_forward(patched, bb.model.model.process_latent_out(x0.float()), bb.sigma_at(level), conds, seed)
+    bb.last_blocks_run = list(cap.blocks_run)
+    missing = [k for k in spec.keys() if k not in cap.store]
+    if missing:
+        raise RuntimeError(f"capture: {missing} were not produced by the forward pass")
+    return cap.store
+
+
+def sdedit_sigmas(bb, scheduler: str, level: float, steps: int, guidance: float) -> torch.Tensor:
+    """The tail of bb's `scheduler` schedule (ComfyUI's calculate_sigmas) from sigma(level) for an SDEdit."""
+    if guidance < 0:
+        raise ValueError(f"guidance: {guidance} must be >= 0")
+    full = comfy.samplers.calculate_sigmas(bb.model_sampling, scheduler, int(steps)).float()
+    return schedules.sdedit_tail(full, level, bb.sigma_at(level))
+
+
+def resize_frames(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[T,H,W,3] -> [T,*size,3] (antialiased bilinear, clamped to 0..1); unchanged when already that size."""
+    if tuple(img.shape[1:3]) == tuple(size):
+        return img
+    x = F.interpolate(img.movedim(-1, 1).float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0, 1).movedim(1, -1)
+
+
+def first_frame(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An ImageCond's image ([H,W,C] or [B,H,W,C]) as one RGB frame [1,*size,3] (float)."""
+    img = image if image.ndim == 4 else image[None]
+    return resize_frames(img[:1, ..., :3].float(), size)
+
+
+def keep_window(out: dict, key: str, per_frame: torch.Tensor, win, total: int) -> None:
+    """Write the frames window `win` keeps of `per_frame` (window-relative frames) into out[key], a
+    [total, ...] tensor allocated on first use."""
+    if key not in out:
+        out[key] = per_frame.new_empty((total,) + tuple(per_frame.shape[1:]))
+    out[key][win.keep_start:win.keep_stop] = per_frame[win.keep_start - win.start:win.keep_stop - win.start]
+
+
+def frames_mask(mask: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """A MASK ([H,W], [1,H,W] or [T,H,W]) as [frames, *size] float (one mask is used for every frame)."""
+    m = mask.float()
+    m = m[None] if m.ndim == 2 else m
+    if m.shape[0] == 1 and frames > 1:
+        m = m.expand(frames, -1, -1)
+    return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 class _ZeroClipVision:
     """Stands in for a CLIP_VISION_OUTPUT (all-zero image tokens) when an I2V model with CLIP gets none."""
 
@@ -134,35 +199,52 @@ class ComfyWanBackbone:
     family = "wan"
     temporal_compression = 4
     default_window = 81          # Wan's native clip length (4k+1)
-    ti2v = False                 # set per model in __init__ (subclasses that skip it are not TI2V)
+    ti2v = False                 # set per model in _read_dit (subclasses that skip it are not TI2V)
+    _expected_model = "a Wan model (WanModel DiT)"
+    _needed_vae = "the model needs a {c}-channel Wan VAE"
+    _is_model = staticmethod(is_wan_model)
+    _capture_class = DitCapture
+    _regen_scheduler = "simple"
+    _empty_text_len = WAN_TEXT_LEN
+    _text_encoder = "the umT5 text encoder for Wan"
 
     def __init__(self, model, vae, text: Any = None):
-        if not is_wan_model(model):
-            raise ValueError(f"model: expected a Wan model (WanModel DiT), got "
-                             f"{type(getattr(model, 'model', model)).__name__}")
+        """Reads what every DiT family shares here; the family's own attributes come from _read_dit."""
+        require_model(self._is_model(model), model, self._expected_model)
         self.model = model
         self.vae = vae
         base = model.model
         dm = base.diffusion_model
         self.num_layers = len(dm.blocks)
         self.num_heads = int(dm.num_heads)
-        self.head_dim = int(dm.dim // dm.num_heads)
         self.latent_channels = int(base.latent_format.latent_channels)
+        self._read_dit(base, dm)
+        require_vae(vae, self.latent_channels, self._needed_vae.format(c=self.latent_channels))
+        self.vae_stride = int(vae.downscale_index_formula[1]) if hasattr(vae, "downscale_index_formula") else 8
+        self.spatial_stride = self.vae_stride * self._dit_patch(dm)
+        self.model_sampling = model.get_model_object("model_sampling")
+        self._read_sampling()
+        self.text = text
+        self.name = self._dit_name(base, dm)
+
+    def _read_dit(self, base, dm) -> None:
+        self.head_dim = int(dm.dim // dm.num_heads)
         self.in_channels = int(dm.in_dim)
         self.image_input = self.in_channels > self.latent_channels           # concat image conditioning
         self.ti2v = isinstance(base, comfy.model_base.WAN22)                 # first frame in the latent (5B)
         self.uses_clip = getattr(dm, "img_emb", None) is not None
         self.text_dim = int(dm.text_dim)
         self.rope_groups = tuple(int(a) for a in dm.rope_embedder.axes_dim)
-        if vae is None or getattr(vae, "latent_channels", None) != self.latent_channels:
-            raise ValueError(f"vae: the model needs a {self.latent_channels}-channel Wan VAE, got "
-                             f"{getattr(vae, 'latent_channels', None)} channels")
-        self.vae_stride = int(vae.downscale_index_formula[1]) if hasattr(vae, "downscale_index_formula") else 8
-        self.spatial_stride = self.vae_stride * int(dm.patch_size[1])
-        self.model_sampling = model.get_model_object("model_sampling")
+
+    @staticmethod
+    def _dit_patch(dm) -> int:
+        return int(dm.patch_size[1])
+
+    def _read_sampling(self) -> None:
         self.shift = float(getattr(self.model_sampling, "shift", 1.0))
-        self.text = text
-        self.name = f"wan:{type(base.model_config).__name__}:{self.num_layers}x{dm.dim}"
+
+    def _dit_name(self, base, dm) -> str:
+        return f"wan:{type(base.model_config).__name__}:{self.num_layers}x{dm.dim}"
 
     # ---------------------------------------------------------------- schedule
     def sigma_at(self, level: float) -> float:
@@ -188,13 +270,7 @@ class ComfyWanBackbone:
         return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
 
     def _to_model_size(self, frames: torch.Tensor) -> torch.Tensor:
-        h, w = frames.shape[1:3]
-        mh, mw = self.model_size(h, w)
-        if (mh, mw) == (h, w):
-            return frames
-        x = frames.movedim(-1, 1).float()
-        x = F.interpolate(x, size=(mh, mw), mode="bilinear", align_corners=False, antialias=True)
-        return x.clamp(0, 1).movedim(1, -1)
+        return resize_frames(frames, self.model_size(*frames.shape[1:3]))
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """[T,H,W,3] 0..1 (H,W multiples of spatial_stride) -> model-space latent [1,C,t,h,w]."""
@@ -208,15 +284,15 @@ class ComfyWanBackbone:
 
     # ---------------------------------------------------------------- conditioning
     def _text(self, text: Any) -> list:
-        """CONDITIONING list; None = the empty prompt as an all-zero context (512 tokens)."""
+        """CONDITIONING list; None = the empty prompt as an all-zero context (_empty_text_len tokens)."""
         if text is None:
-            return [[torch.zeros(1, WAN_TEXT_LEN, self.text_dim), {}]]
+            return [[torch.zeros(1, self._empty_text_len, self.text_dim), {}]]
         if not isinstance(text, list) or not text or not isinstance(text[0], (list, tuple)):
             raise ValueError("conditioning: expected a ComfyUI CONDITIONING (list of [tensor, dict])")
         width = text[0][0].shape[-1]
         if width != self.text_dim:
             raise ValueError(f"conditioning: text embeddings are {width}-wide but the model expects "
-                             f"{self.text_dim} (use the umT5 text encoder for Wan)")
+                             f"{self.text_dim} (use {self._text_encoder})")
         return text
 
     def _conds(self, text: Any, extra: dict) -> list:
@@ -235,8 +311,7 @@ class ComfyWanBackbone:
         extra: dict = {}
         dev = comfy.model_management.intermediate_device()
         if cond is not None and cond.image is not None:
-            img = cond.image if cond.image.ndim == 4 else cond.image[None]
-            img = self._resize(img[:1, ..., :3].float(), size)
+            img = first_frame(cond.image, size)
             video = torch.full((length, size[0], size[1], 3), 0.5, dtype=img.dtype, device=img.device)
             video[:1] = img
             concat = self.vae.encode(video)
@@ -260,23 +335,21 @@ class ComfyWanBackbone:
             if need_image:
                 raise ValueError("image: a Wan 2.2 TI2V regeneration needs a first-frame image")
             return {}
-        img = cond.image if cond.image.ndim == 4 else cond.image[None]
-        img = self._resize(img[:1, ..., :3].float(), size)
-        first = self.encode(img)                                   # causal VAE: frame 0 alone = latent frame 0
+        return self._first_latent_extra(cond.image, length, size, "denoise_mask")
+
+    def _first_latent_extra(self, image: torch.Tensor, length: int, size: tuple[int, int], mask_key: str) -> dict:
+        """The model-space latent of `image` as FIRST_LATENT_KEY (written per branch by install_first_frames) and a
+        known-frame mask under `mask_key` (0 on that latent frame, 1 on the rest of a `length`-frame clip)."""
+        first = self.encode(first_frame(image, size))             # causal VAE: frame 0 alone = latent frame 0
         t = (length - 1) // self.temporal_compression + 1
         mask = torch.ones((1, 1, t, first.shape[-2], first.shape[-1]), device=first.device)
         mask[:, :, : first.shape[2]] = 0.0
-        return {"denoise_mask": mask, FIRST_LATENT_KEY: first}
+        return {mask_key: mask, FIRST_LATENT_KEY: first}
 
     def _install_first_frames(self, patcher, positive: list, negative: list) -> None:
         install_first_frames(patcher, positive, negative)
 
-    @staticmethod
-    def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if tuple(img.shape[1:3]) == tuple(size):
-            return img
-        x = F.interpolate(img.movedim(-1, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
-        return x.clamp(0, 1).movedim(1, -1)
+    _resize = staticmethod(resize_frames)
 
     # ---------------------------------------------------------------- one captured forward pass
     def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
@@ -286,15 +359,9 @@ class ComfyWanBackbone:
         self._check_spec(spec)
         m = self.model.clone()
         self._install_first_frames(m, conds, conds)
-        cap = DitCapture(spec, self.num_heads, stop_early=stop_early,
-                         to_device=comfy.model_management.intermediate_device())
-        cap.install(m)
-        conditional_forward(m, self.model.model.process_latent_out(x0.float()), self.sigma_at(level), conds, seed)
-        self.last_blocks_run = list(cap.blocks_run)
-        missing = [k for k in spec.keys() if k not in cap.store]
-        if missing:
-            raise RuntimeError(f"capture: {missing} were not produced by the forward pass")
-        return cap.store
+        cap = self._capture_class(spec, self.num_heads, stop_early=stop_early,
+                                 to_device=comfy.model_management.intermediate_device())
+        return captured_forward(self, m, cap, x0, level, spec, seed, conds)
 
     def _check_spec(self, spec: FeatureSpec) -> None:
         bad = [i for i in spec.layers if not (0 <= i < self.num_layers)]
@@ -335,13 +402,10 @@ class ComfyWanBackbone:
             extra = self._image_extra(image_cond, win.length, (mh, mw), need_image=False)
             raw = self.capture_latent(x0, level, spec, seed, self._conds(text, extra))
             grid = (x0.shape[2],) + grid_hw
-            lo, hi = win.keep_start - win.start, win.keep_stop - win.start
             for key in spec.keys():
                 per_latent = self._tokens_to_grid(key, raw[key], grid)
                 per_frame = windows.latent_time_to_frames(per_latent, win.length, self.temporal_compression)
-                if key not in out:
-                    out[key] = per_frame.new_empty((T,) + tuple(per_frame.shape[1:]))
-                out[key][win.keep_start:win.keep_stop] = per_frame[lo:hi]
+                keep_window(out, key, per_frame, win, T)
             del raw
             if progress is not None:
                 progress()
@@ -376,12 +440,7 @@ class ComfyWanBackbone:
         neg = self._conds(negative.text, self._image_extra(negative, length, (mh, mw), need_image=True))
         lat_mask = None
         if mask is not None:
-            m = mask.float()
-            m = m[None] if m.ndim == 2 else m
-            if m.shape[0] == 1 and T > 1:
-                m = m.expand(T, -1, -1)
-            m = F.interpolate(m[:, None], size=(mh, mw), mode="bilinear", align_corners=False)[:, 0]
-            m = windows.pad_frames(m, length)
+            m = windows.pad_frames(frames_mask(mask, T, (mh, mw)), length)
             lat_mask = windows.mask_to_latent_grid(m, x0.shape[2], self.temporal_compression, self.vae_stride)
         out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
         video = self.decode(out)[:T]
@@ -398,22 +457,28 @@ class ComfyWanBackbone:
         each step (the clean original for Wan 2.2 TI2V, WAN22's rule) and the original latent at the end.
         Wan 2.2 TI2V: the known first latent frame is kept (set to the positive image's latent) and each branch
         sees its own first frame."""
-        if guidance < 0:
-            raise ValueError(f"guidance: {guidance} must be >= 0")
-        full = comfy.samplers.calculate_sigmas(self.model_sampling, "simple", int(steps)).float()
-        sigmas = schedules.sdedit_tail(full, level, self.sigma_at(level))
+        sigmas = sdedit_sigmas(self, self._regen_scheduler, level, steps, guidance)
         if len(sigmas) < 2:
             return x0.clone()
-        m = self.model.clone()
-        first = positive[0][1].get(FIRST_LATENT_KEY) if self.ti2v else None
-        if first is None:
-            return guided_euler(m, x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)
+        if not self.ti2v or positive[0][1].get(FIRST_LATENT_KEY) is None:
+            return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed,
+                                progress)
+        return self._first_frame_euler(x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)
+
+    def _first_frame_euler(self, x0: torch.Tensor, sigmas: torch.Tensor, positive: list, negative: list,
+                           guidance: float, latent_mask: Optional[torch.Tensor], seed: int,
+                           progress: ProgressFn) -> torch.Tensor:
+        """guided_euler that keeps the positive image's first latent frame (when the conditioning has one) and
+        lets each branch see its own first frame; outside `latent_mask` the original latent is kept."""
         start = x0.float().clone()
-        start[:, :, : first.shape[2]] = first.to(start)
         keep = torch.ones((1, 1) + tuple(x0.shape[2:]), device=x0.device)
-        keep[:, :, : first.shape[2]] = 0.0
+        first = positive[0][1].get(FIRST_LATENT_KEY)
+        if first is not None:
+            start[:, :, : first.shape[2]] = first.to(start)
+            keep[:, :, : first.shape[2]] = 0.0
         mask = keep if latent_mask is None else keep * latent_mask.to(keep)
-        install_first_frames(m, positive, negative)
+        m = self.model.clone()
+        self._install_first_frames(m, positive, negative)
         # noise drawn for x0's shape: start has the same shape, the first frame replaced
         return guided_euler(m, start, sigmas, positive, negative, guidance, mask, seed, progress)
 

@@ -70,6 +70,26 @@ def _init_(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
+def _fp16_state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """DiT weights as stored: fp16, contiguous."""
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
+
+
+def _vae_state(v: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded Wan VAE weights (unit `gamma` scales, zero biases, uniform fan-in scaled kernels) as fp32."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in v.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+            elif p.ndim == 1:
+                p.zero_()
+            else:
+                fan_in = p[0].numel()
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (3.0 / fan_in) ** 0.5)
+    return {k: t.detach().float().contiguous() for k, t in v.state_dict().items()}
+
+
 def _comfy_cpu_if_no_gpu() -> None:
     """ComfyUI's device probe fails on a CPU-only torch unless told --cpu before its first import."""
     if "comfy.model_management" not in sys.modules and not torch.cuda.is_available():
@@ -85,7 +105,7 @@ def _wan_dit(model_type: str, in_dim: int, num_layers: int, seed: int, out_dim: 
     m = WanModel(model_type=model_type, in_dim=in_dim, dim=DIM, ffn_dim=FFN, num_heads=DIM // HEAD_DIM,
                  num_layers=num_layers, out_dim=out_dim, text_dim=TEXT_DIM, operations=comfy.ops.disable_weight_init)
     _init_(m, seed)
-    return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
+    return _fp16_state(m)
 
 
 def _cosmos_dit(seed: int) -> dict[str, torch.Tensor]:
@@ -99,7 +119,7 @@ def _cosmos_dit(seed: int) -> dict[str, torch.Tensor]:
                      use_adaln_lora=True, adaln_lora_dim=256, rope_enable_fps_modulation=False,
                      operations=comfy.ops.disable_weight_init)
     _init_(m, seed)
-    return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
+    return _fp16_state(m)
 
 
 def _wan_vae(seed: int) -> dict[str, torch.Tensor]:
@@ -107,17 +127,7 @@ def _wan_vae(seed: int) -> dict[str, torch.Tensor]:
 
     v = WanVAE(dim=VAE_WIDTH, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                temperal_downsample=[False, True, True], dropout=0.0)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in v.named_parameters():
-            if name.endswith("gamma"):
-                p.fill_(1.0)
-            elif p.ndim == 1:
-                p.zero_()
-            else:
-                fan_in = p[0].numel()
-                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (3.0 / fan_in) ** 0.5)
-    return {k: t.detach().float().contiguous() for k, t in v.state_dict().items()}
+    return _vae_state(v, seed)
 
 
 def _wan22_vae(seed: int) -> dict[str, torch.Tensor]:
@@ -125,17 +135,7 @@ def _wan22_vae(seed: int) -> dict[str, torch.Tensor]:
 
     v = WanVAE(dim=WAN22_VAE_WIDTH, dec_dim=WAN22_VAE_WIDTH, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in v.named_parameters():
-            if name.endswith("gamma"):
-                p.fill_(1.0)
-            elif p.ndim == 1:
-                p.zero_()
-            else:
-                fan_in = p[0].numel()
-                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (3.0 / fan_in) ** 0.5)
-    return {k: t.detach().float().contiguous() for k, t in v.state_dict().items()}
+    return _vae_state(v, seed)
 
 
 def load_tiny_wan22_vae(path: str):
@@ -168,12 +168,9 @@ def build_tiny_models(dest_models_dir: str, overwrite: bool = False) -> dict[str
     Needs ComfyUI importable (its classes define the key layout). Existing files are kept unless overwrite.
     """
     _comfy_cpu_if_no_gpu()
-    dm_dir = os.path.join(dest_models_dir, "diffusion_models")
-    vae_dir = os.path.join(dest_models_dir, "vae")
-    os.makedirs(dm_dir, exist_ok=True)
-    os.makedirs(vae_dir, exist_ok=True)
-    tiny_dir = os.path.join(dest_models_dir, TINY_DIR)
-    os.makedirs(tiny_dir, exist_ok=True)
+    dm_dir, vae_dir, tiny_dir = (os.path.join(dest_models_dir, d) for d in ("diffusion_models", "vae", TINY_DIR))
+    for d in (dm_dir, vae_dir, tiny_dir):
+        os.makedirs(d, exist_ok=True)
     jobs = {
         "wan_t2v": (os.path.join(dm_dir, T2V_NAME), lambda: _wan_dit("t2v", 16, 4, seed=1)),
         "wan_i2v": (os.path.join(dm_dir, I2V_NAME), lambda: _wan_dit("t2v", 36, 2, seed=2)),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)          # backbone_checks (tests import it by name: pytest runs in importlib mode)
 
 
 def _make_tiny_models_module():
@@ -53,11 +56,26 @@ def wan_i2v_clip(tiny_models):
 
 
 @pytest.fixture(scope="session")
+def wan22(tiny_models):
+    return _load_unet(tiny_models["wan22_ti2v"])
+
+
+@pytest.fixture(scope="session")
+def cosmos(tiny_models):
+    return _load_unet(tiny_models["cosmos_v2w"])
+
+
+@pytest.fixture(scope="session")
 def wan_vae(tiny_models):
     import comfy.sd
     import comfy.utils
 
     return comfy.sd.VAE(sd=comfy.utils.load_torch_file(tiny_models["wan_vae"]))
+
+
+@pytest.fixture(scope="session")
+def wan22_vae(tiny_models):
+    return _make_tiny_models_module().load_tiny_wan22_vae(tiny_models["wan22_vae"])
 
 
 @pytest.fixture(autouse=True)

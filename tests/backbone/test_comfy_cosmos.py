@@ -4,25 +4,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy.patcher_extension
-import comfy.samplers
 from comfy.ldm.cosmos.predict2 import apply_rotary_pos_emb
 
+from backbone_checks import (assert_capture_read_only, assert_flow_noise, assert_repeatable, assert_unchanged,
+                             centre_latent_mask, denoised, denoised_at, euler, first_frame_conds, guided,
+                             model_state, red_square, sdedit_sigmas)
 from vdtrack.backbones import schedules
 from vdtrack.backbones.comfy_cosmos import (ComfyCosmosBackbone, CosmosCapture, cosmos_rope_groups,
                                             inverse_rope_half)
 from vdtrack.backbones.comfy_native import backbone_from_model
-from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
+from vdtrack.backbones.protocol import FeatureSpec, VideoBackbone
 from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDiffusionFeatures
 
 from .conftest import synthetic_clip
-
-
-@pytest.fixture(scope="module")
-def cosmos(tiny_models):
-    import comfy.sd
-
-    return comfy.sd.load_diffusion_model(tiny_models["cosmos_v2w"])
 
 
 @pytest.fixture(scope="module")
@@ -31,38 +25,10 @@ def bb(cosmos, wan_vae):
 
 
 def _call(bb, x0, sigma, conds, seed=0, capture=None, dit_input=None):
-    """One cfg-1 ComfyUI model call at sigma on x0 noised by the sampler; returns the denoised prediction."""
-    m = bb.model.clone()
-    bb._install_first_frames(m, conds, conds)
-    if capture is not None:
-        capture.install(m)
-    if dit_input is not None:
-        def grab(executor, x, *args, **kwargs):
-            dit_input.append(x.clone())
-            return executor(x, *args, **kwargs)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test", grab)
-    res = {}
-
-    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        res["den"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
-        return x
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    noise = schedules.seeded_noise(x0.shape, seed)
-    g.sample(noise, bb.model.model.process_latent_out(x0), comfy.samplers.KSAMPLER(one),
-             torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
-    return res["den"]
-
-
-def _state(patcher):
-    dm = patcher.model.diffusion_model
-    sd = {k: v.clone() for k, v in dm.state_dict().items()}
-    hooks = sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in dm.modules())
-    to = patcher.model_options.get("transformer_options", {})
-    wrappers = {k: len(v) for k, v in patcher.wrappers.items() if v}
-    return sd, hooks, repr(sorted(to.keys())), repr(wrappers)
+    """One cfg-1 ComfyUI model call at sigma on x0 noised by the sampler, each branch's first frame written by the
+    adapter's wrapper; returns the denoised prediction."""
+    return denoised(bb.model, x0, sigma, conds, seed=seed, capture=capture, model_input=dit_input,
+                    first_frames=True)["den"]
 
 
 def test_protocol_attributes_and_dispatch(cosmos, wan_vae, bb):
@@ -84,12 +50,7 @@ def test_schedule_matches_comfy_model_sampling(bb, cosmos):
         assert bb.timestep_from_level(level) == pytest.approx(1000 * float(ms.timestep(torch.tensor(s))), rel=1e-5)
         assert bb.level_from_timestep(bb.timestep_from_level(level)) == pytest.approx(level, abs=1e-6)
     assert bb.sigma_at(1.0) == pytest.approx(80.0) and bb.timestep_from_level(0.0) == 0.0
-    z = torch.zeros(1, 16, 8, 32, 32)
-    for level in (0.2, 0.7):
-        t = bb.flow_t(level)
-        assert bb.noise_to(z, level, seed=3).std().item() == pytest.approx(t, rel=0.02)
-        c = torch.full_like(z, 2.0)
-        assert bb.noise_to(c, level, seed=3).mean().item() == pytest.approx(2.0 * (1 - t), abs=0.01 * t + 1e-3)
+    assert_flow_noise(bb, bb.flow_t)
 
 
 def test_dit_sees_noise_to(bb):
@@ -110,22 +71,15 @@ def test_empty_prompt_length_does_not_matter(bb):
 
 
 def test_capture_is_read_only_and_repeatable(bb, cosmos):
-    before = _state(cosmos)
+    before = model_state(cosmos)
     x0 = bb.encode(synthetic_clip(9, 32, 48))
     conds = bb._conds(None, {})
-    plain = _call(bb, x0, 0.6, conds)
     spec = FeatureSpec([1, 3], kinds=("block", "q", "k"))
     cap = CosmosCapture(spec, bb.num_heads, stop_early=False)
-    hooked = _call(bb, x0, 0.6, conds, capture=cap)
-    assert torch.equal(plain, hooked)
+    assert_capture_read_only(cosmos, x0, 0.6, conds, cap, first_frames=True)
     assert set(cap.store) == {"block1", "q1", "k1", "block3", "q3", "k3"} and cap.blocks_run == list(range(10))
-    f1 = bb.features(synthetic_clip(9, 32, 48), 0.3, spec, seed=5)
-    f2 = bb.features(synthetic_clip(9, 32, 48), 0.3, spec, seed=5)
-    for k in f1:
-        assert torch.equal(f1[k]["features"], f2[k]["features"])
-    after = _state(cosmos)
-    assert before[1:] == after[1:] and before[1] == 0
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert_repeatable(bb, synthetic_clip(9, 32, 48), 0.3, spec, 5)
+    assert_unchanged(before, model_state(cosmos))
 
 
 def test_qk_and_block_match_the_module(bb, cosmos):
@@ -189,21 +143,16 @@ def test_windows_agree_with_single_window_runs(bb):
 # ---------------------------------------------------------------- regeneration (Video2World)
 @pytest.fixture(scope="module")
 def regen_setup(bb):
-    with torch.inference_mode():
-        clip = synthetic_clip(9, 32, 32, seed=2)
-        edited = clip[:1].clone()
-        edited[0, 12:20, 12:20] = torch.tensor([1.0, 0.0, 0.0])
-        x0 = bb.encode(clip)
-        pos = bb._conds(None, bb._image_extra(ImageCond(edited), 9, (32, 32), need_image=True))
-        neg = bb._conds(None, bb._image_extra(ImageCond(clip[:1]), 9, (32, 32), need_image=True))
+    clip = synthetic_clip(9, 32, 32, seed=2)
+    edited = red_square(clip[:1], 12, 20)
+    x0, pos, neg = first_frame_conds(bb, clip, edited)
     return clip, edited, x0, pos, neg
 
 
 def _reference(bb, x0, level, steps, pos, neg, w, seed, latent_mask=None):
     """Hand-written Euler with ComfyUI's Cosmos inpainting (kept cells are fed as latent*(1+sigma), i.e. clean
     to the DiT) and den = den_pos + w (den_pos - den_neg), each branch its own cfg-1 call."""
-    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "karras", steps).float()
-    sig = schedules.sdedit_tail(full, level, bb.sigma_at(level))
+    sig = sdedit_sigmas(bb, "karras", steps, level)
     first = pos[0][1]["vdtrack_first_latent"]
     start = x0.clone()
     start[:, :, :1] = first
@@ -211,33 +160,13 @@ def _reference(bb, x0, level, steps, pos, neg, w, seed, latent_mask=None):
     keep[:, :, :1] = 0
     mask = keep if latent_mask is None else keep * latent_mask
     x = start + float(sig[0]) * schedules.seeded_noise(x0.shape, seed)
-    zero = torch.zeros_like(x0)
-    for i in range(len(sig) - 1):
-        s, s_next = float(sig[i]), float(sig[i + 1])
+
+    def den_at(x, s):
         xin = x * mask + start * (1 + s) * (1 - mask)
-        den_at = lambda conds: _call_raw(bb, xin, s, conds)
-        dp = den_at(pos)
-        den = dp if w == 0 else dp + w * (dp - den_at(neg))
-        den = den * mask + start * (1 - mask)
-        x = x + (s_next - s) * (x - den) / s             # k-diffusion Euler steps the sampler's own x
-    return x
-
-
-def _call_raw(bb, x, s, conds):
-    """Denoised for an already-noised sampler x: with a zero latent ComfyUI's noise_scaling gives s*(x/s) = x."""
-    m = bb.model.clone()
-    bb._install_first_frames(m, conds, conds)
-    res = {}
-
-    def one(model, xx, sigmas, extra_args=None, callback=None, disable=None):
-        res["den"] = model(xx, sigmas[0] * xx.new_ones([xx.shape[0]]), **extra_args)
-        return xx
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    g.sample(x / s, torch.zeros_like(x), comfy.samplers.KSAMPLER(one), torch.tensor([s, 0.0]), disable_pbar=True)
-    return res["den"]
+        raw = lambda conds: denoised_at(bb.model, xin, s, conds, seed=None, first_frames=True)
+        den = guided(raw(pos), lambda: raw(neg), w)
+        return den * mask + start * (1 - mask)
+    return euler(x, sig, den_at)             # k-diffusion Euler steps the sampler's own x
 
 
 def test_guidance_zero_is_plain_conditional_sampling(bb, regen_setup):
@@ -259,8 +188,7 @@ def test_guidance_formula_with_two_first_frames(bb, regen_setup):
 
 def test_mask_keeps_original_latent_outside(bb, regen_setup):
     clip, edited, x0, pos, neg = regen_setup
-    mask = torch.zeros(1, 1, x0.shape[2], x0.shape[3], x0.shape[4])
-    mask[..., 1:3, 1:3] = 1.0
+    mask = centre_latent_mask(x0)
     out = bb.regenerate_latent(x0, 0.6, pos, neg, 2.0, 4, latent_mask=mask, seed=0)
     outside = (1 - mask).expand_as(out).clone()
     outside[:, :, :1] = 0                                               # frame 0 = the positive image
@@ -278,8 +206,7 @@ def test_nodes_run_with_cosmos(cosmos, wan_vae):
     c = VDT_ExtractDiffusionFeatures.execute(cosmos, wan_vae, clip, layer=1, kind="block",
                                              condition_on_first_frame=True).result[0]
     assert c["features"].shape == (9, 192, 2, 3)
-    edited = clip[:1].clone()
-    edited[0, 14:18, 14:18] = torch.tensor([1.0, 0.0, 0.0])
+    edited = red_square(clip[:1], 14, 18)
     out = VDT_CounterfactualRegenerate.execute(cosmos, wan_vae, clip, edited, clip[:1], noise_level=0.5, steps=4,
                                                guidance=2.0, seed=1).result[0]
     assert out.shape == clip.shape and torch.isfinite(out).all()

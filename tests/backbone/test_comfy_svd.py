@@ -15,10 +15,8 @@ import torch
 
 import comfy.model_management
 import comfy.model_patcher
-import comfy.patcher_extension
-import comfy.samplers
 
-from vdtrack.backbones import schedules
+from backbone_checks import denoised, denoised_at, euler, guided, red_square, sdedit_sigmas
 from vdtrack.backbones.comfy_native import backbone_from_model
 from vdtrack.backbones.comfy_svd import ComfySVDBackbone, UpBlockCapture
 from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
@@ -93,28 +91,8 @@ def bb(tiny):
     return ComfySVDBackbone(*tiny)
 
 
-def _call(bb, x0, sigma, conds, seed=0, capture=None, unet_input=None, noise=None):
-    m = bb.model.clone()
-    if capture is not None:
-        capture.install(m)
-    if unet_input is not None:
-        def grab(executor, x, *args, **kwargs):
-            unet_input.append(x.clone())
-            return executor(x, *args, **kwargs)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test", grab)
-    res = {}
-
-    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        res["den"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
-        return x
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    noise = schedules.seeded_noise(x0.shape, seed) if noise is None else noise
-    g.sample(noise, bb.model.model.process_latent_out(x0), comfy.samplers.KSAMPLER(one),
-             torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
-    return res["den"]
+def _call(bb, x0, sigma, conds, seed=0, capture=None, unet_input=None):
+    return denoised(bb.model, x0, sigma, conds, seed=seed, capture=capture, model_input=unet_input)["den"]
 
 
 def test_attributes_mapping_and_dispatch(tiny, bb):
@@ -195,28 +173,17 @@ class _CVO:
         self.image_embeds = torch.randn(1, CTX, generator=torch.Generator().manual_seed(seed))
 
 
-def _den_raw(bb, x, s, conds):
-    """Denoised for an already-noised sampler x (zero latent: ComfyUI's noise_scaling gives s*(x/s) = x)."""
-    return _call(bb, torch.zeros_like(x), s, conds, noise=x / s)
-
-
 def test_guidance_formula_zero_guidance_and_mask(bb):
     clip = synthetic_clip(3, 64, 64, seed=5)
-    edited = clip[:1].clone()
-    edited[0, 24:40, 24:40] = torch.tensor([1.0, 0.0, 0.0])
+    edited = red_square(clip[:1], 24, 40)
     x0 = bb.encode(clip)
     pos = bb._conds(ImageCond(edited, _CVO(1)), (64, 64), True)
     neg = bb._conds(ImageCond(clip[:1], _CVO(2)), (64, 64), True)
     # hand-written Euler with den = den_pos + w (den_pos - den_neg), each branch a separate cfg-1 call
     w, steps, level = 2.0, 4, 0.5
-    sig = schedules.sdedit_tail(comfy.samplers.calculate_sigmas(bb.model_sampling, "karras", steps).float(),
-                                level, bb.sigma_at(level))
-    x = bb.noise_to(x0, level, seed=3)
-    for i in range(len(sig) - 1):
-        s, s_next = float(sig[i]), float(sig[i + 1])
-        dp = _den_raw(bb, x, s, pos)
-        den = dp + w * (dp - _den_raw(bb, x, s, neg))
-        x = x + (s_next - s) * (x - den) / s
+    sig = sdedit_sigmas(bb, "karras", steps, level)
+    den_at = lambda x, s: guided(denoised_at(bb.model, x, s, pos), lambda: denoised_at(bb.model, x, s, neg), w)
+    x = euler(bb.noise_to(x0, level, seed=3), sig, den_at)
     out = bb.regenerate_latent(x0, level, pos, neg, w, steps, seed=3)
     assert torch.allclose(out, x, atol=1e-4)
     zero = bb.regenerate_latent(x0, level, pos, neg, 0.0, steps, seed=3)
@@ -236,8 +203,7 @@ def test_nodes_run_with_svd(tiny, clip_vision):
     f = VDT_ExtractDiffusionFeatures.execute(model, vae, clip, layer=2, kind="block", noise_level=0.1,
                                              seed=1).result[0]
     assert f["features"].shape == (4, 64, 8, 8) and f["meta"]["family"] == "svd"
-    edited = clip[:1].clone()
-    edited[0, 28:36, 28:36] = torch.tensor([1.0, 0.0, 0.0])
+    edited = red_square(clip[:1], 28, 36)
     mask = torch.zeros(4, 64, 64)
     mask[:, 16:48, 16:48] = 1
     out = VDT_CounterfactualRegenerate.execute(model, vae, clip, edited, clip[:1], noise_level=0.5, steps=4,

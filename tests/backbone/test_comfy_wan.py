@@ -4,44 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy.samplers
 from comfy.ldm.flux.math import apply_rope1
 
+from backbone_checks import (assert_capture_read_only, assert_flow_noise, assert_repeatable, assert_stops_early,
+                             assert_unchanged, centre_latent_mask, counting_blocks, denoised, denoised_at, euler,
+                             first_frame_conds, guided, model_state, red_square, sdedit_sigmas)
 from vdtrack.backbones.capture import DitCapture, inverse_rope
 from vdtrack.backbones.comfy_wan import ComfyWanBackbone
 from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
-from vdtrack.backbones import schedules
 
 from .conftest import synthetic_clip
-
-
-def _denoised(patcher, x0, sigma, conds, seed=0, capture=None):
-    """ComfyUI's denoised prediction at sigma for x = noise_to(x0) (one model call, cfg 1)."""
-    m = patcher.clone()
-    if capture is not None:
-        capture.install(m)
-    res = {}
-
-    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        res["x"] = x.clone()
-        res["den"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
-        return x
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    noise = schedules.seeded_noise(x0.shape, seed)
-    g.sample(noise, patcher.model.process_latent_out(x0), comfy.samplers.KSAMPLER(one),
-             torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
-    return res
-
-
-def _state(patcher):
-    dm = patcher.model.diffusion_model
-    sd = {k: v.clone() for k, v in dm.state_dict().items()}
-    hooks = sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in dm.modules())
-    to = patcher.model_options.get("transformer_options", {})
-    return sd, hooks, repr(sorted(to.keys())), repr(to.get("patches_replace", {}))
 
 
 def test_protocol_attributes(wan_t2v, wan_vae):
@@ -54,29 +26,22 @@ def test_protocol_attributes(wan_t2v, wan_vae):
 
 def test_capture_is_read_only_and_leaves_model_unchanged(wan_t2v, wan_vae):
     bb = ComfyWanBackbone(wan_t2v, wan_vae)
-    before = _state(wan_t2v)
+    before = model_state(wan_t2v)
     x0 = bb.encode(synthetic_clip(9, 32, 48))
     conds = bb._conds(None, {})
-    plain = _denoised(wan_t2v, x0, 0.6, conds)
     spec = FeatureSpec([1, 3], kinds=("block", "q", "k"))
     cap = DitCapture(spec, bb.num_heads, stop_early=False)
-    hooked = _denoised(wan_t2v, x0, 0.6, conds, capture=cap)
-    assert torch.equal(plain["den"], hooked["den"])
+    assert_capture_read_only(wan_t2v, x0, 0.6, conds, cap)
     assert set(cap.store) == {"block1", "q1", "k1", "block3", "q3", "k3"}
-    f1 = bb.features(synthetic_clip(9, 32, 48), 0.3, spec, seed=5)
-    f2 = bb.features(synthetic_clip(9, 32, 48), 0.3, spec, seed=5)
-    for k in f1:
-        assert torch.equal(f1[k]["features"], f2[k]["features"])
-    after = _state(wan_t2v)
-    assert before[1:] == after[1:] and before[1] == 0
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert_repeatable(bb, synthetic_clip(9, 32, 48), 0.3, spec, 5)
+    assert_unchanged(before, model_state(wan_t2v))
 
 
 def test_noised_latent_seen_by_model_is_noise_to(wan_t2v, wan_vae):
     bb = ComfyWanBackbone(wan_t2v, wan_vae)
     x0 = bb.encode(synthetic_clip(5, 32, 32))
     level = 0.4
-    seen = _denoised(wan_t2v, x0, bb.sigma_at(level), bb._conds(None, {}), seed=7)["x"]
+    seen = denoised(wan_t2v, x0, bb.sigma_at(level), bb._conds(None, {}), seed=7)["x"]
     # KSAMPLER hands the sampler the noised latent in model space
     assert torch.allclose(seen, bb.noise_to(x0, level, seed=7), atol=1e-5)
 
@@ -109,20 +74,12 @@ def test_qk_after_and_before_rope_match_the_module(wan_t2v, wan_vae):
 
 def test_stop_early_runs_fewer_blocks(wan_t2v, wan_vae):
     calls = []
-    counted = wan_t2v.clone()
-    for i in range(4):
-        counted.set_model_patch_replace(
-            lambda args, extra, i=i: (calls.append(i), extra["original_block"](args))[1], "dit", "double_block", i)
-    bb = ComfyWanBackbone(counted, wan_vae)
-    clip = synthetic_clip(5, 32, 32)
-    bb.features(clip, 0.5, FeatureSpec([0], kinds=("block",)), seed=0)
-    assert calls == [0]
-    calls.clear()
-    bb.features(clip, 0.5, FeatureSpec([2], kinds=("k",)), seed=0)
-    assert calls == [0, 1, 2]
-    calls.clear()
-    bb.features(clip, 0.5, FeatureSpec([3, 1], kinds=("block", "k")), seed=0)
-    assert calls == [0, 1, 2, 3]
+    bb = ComfyWanBackbone(counting_blocks(wan_t2v, 4, calls), wan_vae)
+    assert_stops_early(bb, synthetic_clip(5, 32, 32), calls, [
+        (FeatureSpec([0], kinds=("block",)), [0]),
+        (FeatureSpec([2], kinds=("k",)), [0, 1, 2]),
+        (FeatureSpec([3, 1], kinds=("block", "k")), [0, 1, 2, 3]),
+    ])
 
 
 def test_level_timestep_round_trip_and_noise_statistics(wan_t2v, wan_vae):
@@ -132,55 +89,23 @@ def test_level_timestep_round_trip_and_noise_statistics(wan_t2v, wan_vae):
         assert bb.level_from_timestep(bb.timestep_from_level(level)) == pytest.approx(level, abs=1e-9)
         assert bb.sigma_at(level) == pytest.approx(ms.percent_to_sigma(1.0 - level), abs=1e-6)
     assert bb.timestep_from_level(0.5) == pytest.approx(1000 * 8 * 0.5 / (1 + 7 * 0.5))
+    assert_flow_noise(bb, bb.sigma_at)
     z = torch.zeros(1, 16, 8, 32, 32)
-    for level in (0.2, 0.7):
-        s = bb.sigma_at(level)
-        assert bb.noise_to(z, level, seed=3).std().item() == pytest.approx(s, rel=0.02)
-        c = torch.full_like(z, 2.0)
-        assert bb.noise_to(c, level, seed=3).mean().item() == pytest.approx(2.0 * (1 - s), abs=0.01 * s + 1e-3)
     assert torch.equal(bb.noise_to(z, 0.0, seed=1), z)
 
 
 def _reference_guided_euler(bb, x0, level, steps, pos, neg, w, seed):
     """Plain Euler on den = den_pos + w (den_pos - den_neg), each branch a separate cfg-1 ComfyUI call."""
-    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "simple", steps).float()
-    sig = schedules.sdedit_tail(full, level, bb.sigma_at(level))
-    x = bb.noise_to(x0, level, seed)
-    for i in range(len(sig) - 1):
-        s, s_next = float(sig[i]), float(sig[i + 1])
-        dp = _denoised_at(bb, x, s, pos)
-        den = dp if w == 0 else dp + w * (dp - _denoised_at(bb, x, s, neg))
-        x = x + (s_next - s) * (x - den) / s
-    return x
-
-
-def _denoised_at(bb, x, s, conds):
-    """Denoised prediction for an already-noised model-space x: with an all-zero latent ComfyUI's own
-    noise scaling gives (1-s)*0 + s*(x/s) = x."""
-    zero = torch.zeros_like(x)
-    m = bb.model.clone()
-    res = {}
-
-    def one(model, xx, sigmas, extra_args=None, callback=None, disable=None):
-        res["den"] = model(xx, sigmas[0] * xx.new_ones([xx.shape[0]]), **extra_args)
-        return xx
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    g.sample(x / s, zero, comfy.samplers.KSAMPLER(one), torch.tensor([s, 0.0]), disable_pbar=True, seed=0)
-    return res["den"]
+    sig = sdedit_sigmas(bb, "simple", steps, level)
+    den_at = lambda x, s: guided(denoised_at(bb.model, x, s, pos), lambda: denoised_at(bb.model, x, s, neg), w)
+    return euler(bb.noise_to(x0, level, seed), sig, den_at)
 
 
 @pytest.fixture()
 def i2v_setup(wan_i2v, wan_vae):
     bb = ComfyWanBackbone(wan_i2v, wan_vae)
     clip = synthetic_clip(9, 32, 32, seed=2)
-    edited = clip[:1].clone()
-    edited[0, 12:16, 12:16] = torch.tensor([1.0, 0.0, 0.0])
-    x0 = bb.encode(clip)
-    pos = bb._conds(None, bb._image_extra(ImageCond(edited), 9, (32, 32), need_image=True))
-    neg = bb._conds(None, bb._image_extra(ImageCond(clip[:1]), 9, (32, 32), need_image=True))
+    x0, pos, neg = first_frame_conds(bb, clip, red_square(clip[:1], 12, 16))
     return bb, clip, x0, pos, neg
 
 
@@ -204,8 +129,7 @@ def test_guidance_formula_pos_plus_w_pos_minus_neg(i2v_setup):
 
 def test_mask_keeps_original_latent_outside(i2v_setup):
     bb, clip, x0, pos, neg = i2v_setup
-    mask = torch.zeros(1, 1, x0.shape[2], x0.shape[3], x0.shape[4])
-    mask[..., 1:3, 1:3] = 1.0
+    mask = centre_latent_mask(x0)
     out = bb.regenerate_latent(x0, 0.6, pos, neg, 2.0, 6, latent_mask=mask, seed=0)
     assert ((out - x0) * (1 - mask)).abs().max() < 1e-5
     assert ((out - x0) * mask).abs().max() > 1e-3

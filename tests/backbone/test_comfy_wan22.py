@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy.latent_formats
 import comfy.samplers
-import comfy.sd
 
+from backbone_checks import (assert_capture_read_only, assert_repeatable, assert_stops_early, assert_unchanged,
+                             centre_latent_mask, counting_blocks, denoised_at, euler, first_frame_conds, guided,
+                             model_state, one_call, red_square, sdedit_sigmas)
 from vdtrack.backbones import schedules
 from vdtrack.backbones.capture import DitCapture
 from vdtrack.backbones.comfy_native import backbone_from_model
@@ -17,17 +18,7 @@ from vdtrack.backbones.comfy_wan import FIRST_LATENT_KEY, ComfyWanBackbone
 from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
 from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDiffusionFeatures
 
-from .conftest import _make_tiny_models_module, synthetic_clip
-
-
-@pytest.fixture(scope="module")
-def wan22(tiny_models):
-    return comfy.sd.load_diffusion_model(tiny_models["wan22_ti2v"])
-
-
-@pytest.fixture(scope="module")
-def wan22_vae(tiny_models):
-    return _make_tiny_models_module().load_tiny_wan22_vae(tiny_models["wan22_vae"])
+from .conftest import synthetic_clip
 
 
 @pytest.fixture(scope="module")
@@ -36,36 +27,7 @@ def bb(wan22, wan22_vae):
 
 
 def _marked(img: torch.Tensor) -> torch.Tensor:
-    out = img.clone()
-    out[0, 20:44, 20:44] = torch.tensor([1.0, 0.0, 0.0])
-    return out
-
-
-def _state(patcher):
-    dm = patcher.model.diffusion_model
-    sd = {k: v.clone() for k, v in dm.state_dict().items()}
-    hooks = sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in dm.modules())
-    to = patcher.model_options.get("transformer_options", {})
-    return sd, hooks, repr(sorted(to.keys())), repr(to.get("patches_replace", {})), repr(patcher.wrappers)
-
-
-def _denoised(patcher, x0, sigma, conds, seed=0, capture=None):
-    """ComfyUI's denoised prediction at sigma for x = noise_to(x0) (one model call, cfg 1)."""
-    m = patcher.clone()
-    if capture is not None:
-        capture.install(m)
-    res = {}
-
-    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        res["den"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
-        return x
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    g.sample(schedules.seeded_noise(x0.shape, seed), patcher.model.process_latent_out(x0),
-             comfy.samplers.KSAMPLER(one), torch.tensor([sigma, 0.0]), disable_pbar=True, seed=seed)
-    return res["den"]
+    return red_square(img, 20, 44)
 
 
 def test_detected_as_wan22_ti2v_with_32px_tokens(bb, wan22, wan22_vae):
@@ -103,42 +65,26 @@ def test_features_per_video_frame_at_32px(bb):
 
 
 def test_capture_is_read_only_and_leaves_model_unchanged(bb, wan22):
-    before = _state(wan22)
+    before = model_state(wan22)
     clip = synthetic_clip(9, 64, 64, seed=1)
     x0 = bb.encode(clip)
     conds = bb._conds(None, {})
     spec = FeatureSpec([0, 2], kinds=("block", "q", "k"))
     cap = DitCapture(spec, bb.num_heads, stop_early=False)
-    plain = _denoised(wan22, x0, 0.6, conds)
-    hooked = _denoised(wan22, x0, 0.6, conds, capture=cap)
-    assert torch.equal(plain, hooked)
+    assert_capture_read_only(wan22, x0, 0.6, conds, cap)
     assert set(cap.store) == {"block0", "q0", "k0", "block2", "q2", "k2"}
-    cond = ImageCond(_marked(clip[:1]))
-    f1 = bb.features(clip, 0.3, spec, seed=5, cond=cond)
-    f2 = bb.features(clip, 0.3, spec, seed=5, cond=cond)
-    for k in f1:
-        assert torch.equal(f1[k]["features"], f2[k]["features"])
-    after = _state(wan22)
-    assert before[1:] == after[1:] and before[1] == 0
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert_repeatable(bb, clip, 0.3, spec, 5, cond=ImageCond(_marked(clip[:1])))
+    assert_unchanged(before, model_state(wan22))
 
 
 def test_stop_early_runs_fewer_blocks(wan22, wan22_vae):
     calls = []
-    counted = wan22.clone()
-    for i in range(3):
-        counted.set_model_patch_replace(
-            lambda args, extra, i=i: (calls.append(i), extra["original_block"](args))[1], "dit", "double_block", i)
-    bb = ComfyWanBackbone(counted, wan22_vae)
-    clip = synthetic_clip(5, 64, 64)
-    bb.features(clip, 0.5, FeatureSpec([0], kinds=("block",)), seed=0)
-    assert calls == [0]
-    calls.clear()
-    bb.features(clip, 0.5, FeatureSpec([1], kinds=("k",)), seed=0)
-    assert calls == [0, 1]
-    calls.clear()
-    bb.features(clip, 0.5, FeatureSpec([2, 0], kinds=("block", "k")), seed=0)
-    assert calls == [0, 1, 2]
+    bb = ComfyWanBackbone(counting_blocks(wan22, 3, calls), wan22_vae)
+    assert_stops_early(bb, synthetic_clip(5, 64, 64), calls, [
+        (FeatureSpec([0], kinds=("block",)), [0]),
+        (FeatureSpec([1], kinds=("k",)), [0, 1]),
+        (FeatureSpec([2, 0], kinds=("block", "k")), [0, 1, 2]),
+    ])
 
 
 def _ti2v_latent(bb, clip, image):
@@ -163,17 +109,8 @@ def test_first_frame_features_match_comfyui_noise_mask_flow(bb, wan22):
     cap = DitCapture(spec, bb.num_heads, stop_early=False)
     m = wan22.clone()
     cap.install(m)
-
-    def one(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
-        return x
-
-    g = comfy.samplers.CFGGuider(m)
-    conds = bb._conds(None, {})
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    g.sample(schedules.seeded_noise(raw.shape, seed), raw, comfy.samplers.KSAMPLER(one),
-             torch.tensor([bb.sigma_at(level), 0.0]), denoise_mask=mask, disable_pbar=True, seed=seed)
+    one_call(m, schedules.seeded_noise(raw.shape, seed), raw, bb.sigma_at(level), bb._conds(None, {}), seed=seed,
+             denoise_mask=mask)
     ref = bb._tokens_to_grid("k1", cap.store["k1"], (3, 2, 2))
     assert torch.allclose(got["k1"]["features"][0], ref[0], atol=1e-4)
     assert torch.allclose(got["k1"]["features"][8], ref[2], atol=1e-4)
@@ -186,49 +123,26 @@ def test_first_frame_features_match_comfyui_noise_mask_flow(bb, wan22):
 def ti2v_setup(bb):
     clip = synthetic_clip(9, 64, 64, seed=2)
     edited = _marked(clip[:1])
-    x0 = bb.encode(clip)
-    with torch.inference_mode():
-        pos = bb._conds(None, bb._image_extra(ImageCond(edited), 9, (64, 64), need_image=True))
-        neg = bb._conds(None, bb._image_extra(ImageCond(clip[:1]), 9, (64, 64), need_image=True))
+    x0, pos, neg = first_frame_conds(bb, clip, edited)
     return clip, edited, x0, pos, neg
 
 
-def _denoised_at(bb, x, s, conds):
-    """Denoised prediction for an already-noised model-space x (no inpainting): with an all-zero latent ComfyUI's
-    noise scaling gives s*(x/s) = x. The conditioning's `denoise_mask` gives WAN22 its per-frame timesteps."""
-    m = bb.model.clone()
-    res = {}
-
-    def one(model, xx, sigmas, extra_args=None, callback=None, disable=None):
-        res["den"] = model(xx, sigmas[0] * xx.new_ones([xx.shape[0]]), **extra_args)
-        return xx
-
-    g = comfy.samplers.CFGGuider(m)
-    g.set_conds(conds, conds)
-    g.set_cfg(1.0)
-    g.sample(x / s, torch.zeros_like(x), comfy.samplers.KSAMPLER(one), torch.tensor([s, 0.0]),
-             disable_pbar=True, seed=0)
-    return res["den"]
-
-
 def _reference_ti2v_euler(bb, x0, level, steps, pos, neg, w, seed):
-    """Plain Euler on den = den_pos + w (den_pos - den_neg); each branch is a separate cfg-1 call whose input has
-    that branch's own clean first latent frame; the kept frame's prediction is the positive first latent."""
+    """Plain Euler on den = den_pos + w (den_pos - den_neg); each branch is a separate cfg-1 call (no inpainting;
+    the conditioning's `denoise_mask` gives WAN22 its per-frame timesteps) whose input has that branch's own clean
+    first latent frame; the kept frame's prediction is the positive first latent."""
     fp, fn = pos[0][1][FIRST_LATENT_KEY], neg[0][1][FIRST_LATENT_KEY]
-    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "simple", steps).float()
-    sig = schedules.sdedit_tail(full, level, bb.sigma_at(level))
+    sig = sdedit_sigmas(bb, "simple", steps, level)
     start = x0.clone()
     start[:, :, :1] = fp
-    x = bb.noise_to(start, level, seed)
-    for i in range(len(sig) - 1):
-        s, s_next = float(sig[i]), float(sig[i + 1])
+
+    def den_at(x, s):
         xp, xn = x.clone(), x.clone()
         xp[:, :, :1], xn[:, :, :1] = fp, fn
-        dp = _denoised_at(bb, xp, s, pos)
-        den = dp if w == 0 else dp + w * (dp - _denoised_at(bb, xn, s, neg))
+        den = guided(denoised_at(bb.model, xp, s, pos), lambda: denoised_at(bb.model, xn, s, neg), w)
         den[:, :, :1] = fp
-        x = x + (s_next - s) * (x - den) / s
-    return x
+        return den
+    return euler(bb.noise_to(start, level, seed), sig, den_at)
 
 
 def test_guidance_zero_is_plain_conditional_ti2v_sampling(bb, wan22, ti2v_setup):
@@ -243,8 +157,7 @@ def test_guidance_zero_is_plain_conditional_ti2v_sampling(bb, wan22, ti2v_setup)
     text = bb._conds(None, {})
     g.set_conds(text, text)
     g.set_cfg(1.0)
-    full = comfy.samplers.calculate_sigmas(bb.model_sampling, "simple", 8).float()
-    sig = schedules.sdedit_tail(full, 0.5, bb.sigma_at(0.5))
+    sig = sdedit_sigmas(bb, "simple", 8, 0.5)
     native = g.sample(schedules.seeded_noise(raw.shape, 4), raw, comfy.samplers.sampler_object("euler"), sig,
                       denoise_mask=mask, disable_pbar=True, seed=4)
     assert torch.allclose(out, wan22.model.process_latent_in(native), atol=1e-4)
@@ -266,8 +179,7 @@ def test_guidance_each_branch_sees_its_own_first_frame(bb, ti2v_setup):
 
 def test_mask_keeps_original_latent_outside(bb, ti2v_setup):
     clip, edited, x0, pos, neg = ti2v_setup
-    mask = torch.zeros(1, 1, x0.shape[2], x0.shape[3], x0.shape[4])
-    mask[..., 1:3, 1:3] = 1.0
+    mask = centre_latent_mask(x0)
     out = bb.regenerate_latent(x0, 0.6, pos, neg, 2.0, 6, latent_mask=mask, seed=0)
     outside = (1 - mask)[:, :, 1:]
     assert ((out[:, :, 1:] - x0[:, :, 1:]) * outside).abs().max() < 1e-5
