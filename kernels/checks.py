@@ -92,3 +92,21 @@ def check_points(name: str, points, size: tuple, frames: int | None = None) -> t
             i = int(badt.nonzero()[0])
             raise ValueError(f"{name}: point {i} has query frame {p[i, 0]:g}, outside 0..{frames - 1}")
     return p
+
+
+def check_feature_frames(name: str, feats, cast_float: bool = False) -> torch.Tensor:
+    """Per-frame feature maps [T,C,h,w]: a non-empty, finite float tensor. Integer features raise, or are cast
+    to float32 with cast_float=True."""
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(f"{name}: expected a feature tensor [T,C,h,w], got {type(feats).__name__}")
+    if feats.ndim != 4:
+        raise ValueError(f"{name}: expected features [T,C,h,w], got shape {tuple(feats.shape)}")
+    if min(feats.shape) < 1:
+        raise ValueError(f"{name}: empty feature tensor of shape {tuple(feats.shape)}")
+    if not feats.is_floating_point():
+        if not cast_float:
+            raise ValueError(f"{name}: features must be floating point, got {feats.dtype}")
+        feats = feats.float()
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return feats

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .checks import check_feature_frames
+
 EPS = 1e-8
 COST_KINDS = ("cosine", "dot")
 
@@ -54,20 +56,6 @@ def cell_centres(h: int, w: int, stride, device=None, dtype=torch.float32) -> to
 
 
 # ------------------------------------------------------------------------------------------ validation
-
-def check_feature_frames(name: str, feats) -> torch.Tensor:
-    if not isinstance(feats, torch.Tensor):
-        raise ValueError(f"{name}: expected a feature tensor [T,C,h,w], got {type(feats).__name__}")
-    if feats.ndim != 4:
-        raise ValueError(f"{name}: expected features [T,C,h,w], got shape {tuple(feats.shape)}")
-    if min(feats.shape) < 1:
-        raise ValueError(f"{name}: empty feature tensor of shape {tuple(feats.shape)}")
-    if not feats.is_floating_point():
-        raise ValueError(f"{name}: features must be floating point, got {feats.dtype}")
-    if not bool(torch.isfinite(feats).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return feats
-
 
 def check_descriptors(name: str, desc, channels: int) -> torch.Tensor:
     if not isinstance(desc, torch.Tensor) or desc.ndim != 2:

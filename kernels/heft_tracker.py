@@ -54,7 +54,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .cost_volume import EPS, _stride_pair, check_feature_frames, check_query_points, normalise, pixel_to_cell
+from .checks import check_feature_frames
+from .cost_volume import EPS, _stride_pair, check_query_points, normalise, pixel_to_cell
 
 FB_MODES = ("speculative", "sequential", "batched")
 _GUESS_HORIZON = 3      # steps a corrected visibility is assumed to persist (fastest of 3/8/T on the benchmark)

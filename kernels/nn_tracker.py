@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from .cost_volume import (cell_to_pixel, check_feature_frames, check_query_points, frame_chunk_size, normalise,
+from .checks import check_feature_frames
+from .cost_volume import (cell_to_pixel, check_query_points, frame_chunk_size, normalise,
                           sample_descriptors)
 
 

@@ -24,24 +24,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .checks import check_finite
+from .checks import check_feature_frames, check_finite
 
 Progress = Callable[[], None] | None
 
 
 # ----------------------------------------------------------------------------------------------- inputs
 def check_features(name: str, features) -> torch.Tensor:
-    """Features [T,C,h,w] float, finite."""
-    if not isinstance(features, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor [frames,C,h,w], got {type(features).__name__}")
-    if features.ndim != 4:
-        raise ValueError(f"{name}: expected features [frames,C,h,w], got shape {tuple(features.shape)}")
-    if min(features.shape) < 1:
-        raise ValueError(f"{name}: empty features of shape {tuple(features.shape)}")
-    if not features.is_floating_point():
-        features = features.float()
-    check_finite(name, features)
-    return features
+    """Features [T,C,h,w], finite; integer features are cast to float."""
+    return check_feature_frames(name, features, cast_float=True)
 
 
 def check_label_map(name: str, label_map, size: tuple[int, int] | None = None) -> torch.Tensor:
