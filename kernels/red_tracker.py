@@ -8,6 +8,10 @@ the search window). No red pixel in the window: occluded, the last position is c
 radius grows (x growth per miss, capped at the image diagonal); it resets to r0 once found.
 Frames before t_q are not tracked (backwards tracking is not part of the method): they carry the
 query position with visibility False. The query frame itself is the query, visible.
+
+exclusive=True (several markers in one generation, our choice): one blob belongs to one point per frame. When
+the found positions of several points lie within `centroid_radius` of each other, the point whose previous
+position is nearest keeps the blob and the others count as not found that frame (occluded, radius grows).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def red_pixel_mask(frames: torch.Tensor, h_low: float = 10.0, h_high: float = 17
 
 def track_red_markers(frames: torch.Tensor, points: torch.Tensor, radius: float = 20.0, growth: float = 1.5,
                       centroid_radius: float = 6.0, h_low: float = 10.0, h_high: float = 170.0,
-                      s_min: float = 120.0, v_min: float = 70.0, progress=None
+                      s_min: float = 120.0, v_min: float = 70.0, progress=None, exclusive: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [T,H,W,C] + query points [N,3] (t,x,y) -> (track_path [T,N,2], track_visibility [T,N]).
     Default centroid radius 6 = 3 x the default marker radius 2."""
@@ -76,6 +80,9 @@ def track_red_markers(frames: torch.Tensor, points: torch.Tensor, radius: float 
                 cen = (blob.to(pos.dtype) @ rxy) / cnt
                 found[sl] = hit
                 new[sl] = torch.where(hit[:, None], cen, pos[sl])
+        if exclusive:
+            found = _resolve_collisions(pos, new, found & active, rc2)
+            new = torch.where(found[:, None], new, pos)
         pos = torch.where(active[:, None], new, pos)
         r = torch.where(active & found, torch.full_like(r, float(radius)),
                         torch.where(active, (r * float(growth)).clamp(max=diag), r))
@@ -84,3 +91,20 @@ def track_red_markers(frames: torch.Tensor, points: torch.Tensor, radius: float 
         if progress is not None:
             progress()
     return path, vis
+
+
+def _resolve_collisions(prev: torch.Tensor, new: torch.Tensor, found: torch.Tensor, rc2: float) -> torch.Tensor:
+    """found [n] with points whose new positions share a blob (closer than sqrt(rc2)) reduced to the one whose
+    previous position is nearest its new position (ties: lower index)."""
+    idx = found.nonzero()[:, 0]
+    if idx.numel() < 2:
+        return found
+    keep = found.clone()
+    order = idx[((new[idx] - prev[idx]) ** 2).sum(-1).argsort(stable=True)]
+    taken: list[torch.Tensor] = []
+    for i in order.tolist():
+        if any(float(((new[i] - c) ** 2).sum()) < rc2 for c in taken):
+            keep[i] = False
+        else:
+            taken.append(new[i])
+    return keep
