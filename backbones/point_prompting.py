@@ -252,20 +252,29 @@ class PointPrompting:
                 plan.append((_Task(tq, direction, ids), calls))
         return plan, log
 
+    def _runs(self, frames: int, size: tuple[int, int], query_points: torch.Tensor):
+        """(calls, windows) per task of the plan: windows as (start, stop, keep_stop) over the task's clip."""
+        plan, _ = self.plan(frames, size, query_points)
+        for task, calls in plan:
+            length = frames - task.query_frame if task.direction == 1 else task.query_frame + 1
+            yield calls, _window_plan(length, self._window(), int(self.s.overlap), self._quantum())
+
     def sampler_steps(self, frames: int, size: tuple[int, int], query_points: torch.Tensor) -> int:
         """Total sampler steps of a run (the progress bar's true total)."""
-        plan, _ = self.plan(frames, size, query_points)
         per = schedules.run_steps(self.s.noise_level, int(self.s.steps))
         if self.s.refine:
             per += schedules.run_steps(self.s.refine_noise_level, int(self.s.steps))
         total = 0
-        for task, calls in plan:
-            length = frames - task.query_frame if task.direction == 1 else task.query_frame + 1
-            n_win = len(_window_plan(length, self._window(), int(self.s.overlap), self._quantum()))
+        for calls, wins in self._runs(frames, size, query_points):
             # without regenerate_batch every generation of a call is its own sampler run
             gens = sum(len(c.generations) for c in calls) if not hasattr(self.bb, "regenerate_batch") else len(calls)
-            total += gens * n_win * per
+            total += gens * len(wins) * per
         return total
+
+    def clip_frames(self, frames: int, size: tuple[int, int], query_points: torch.Tensor) -> int:
+        """Frames of all regenerated clips of a run (what keep_clips="all" holds)."""
+        return sum(sum(len(c.generations) for c in calls) * sum(stop - start for start, stop, _ in wins)
+                   for calls, wins in self._runs(frames, size, query_points))
 
     def _window(self) -> int:
         return int(self.s.window) or int(self.bb.default_window)
@@ -357,7 +366,7 @@ class PointPrompting:
             vis[a:b] = v_w[1:b - start]
             conf[a:b] = c_w[1:b - start]
             self._keep(out, res)
-            res.generations += len(gens)
+        res.generations += len(gens)
         return path, vis, conf
 
     def _prompts(self, win: torch.Tensor, x0: torch.Tensor, slots: list) -> tuple[torch.Tensor, list, list]:
@@ -417,8 +426,11 @@ class PointPrompting:
         return conf * vis
 
     def _keep(self, out: torch.Tensor, res: PointPromptingResult) -> None:
-        if self.keep_clips == "all" or (self.keep_clips == "first" and not res.clips):
-            res.clips.extend(out[:1] if self.keep_clips == "first" else list(out))
+        """Keep every generation's clip ("all") or, for "first", every window of the first generation."""
+        if self.keep_clips == "all":
+            res.clips.extend(list(out))
+        elif self.keep_clips == "first" and res.generations == 0:
+            res.clips.append(out[0])
 
 
 def track_points(bb, frames: torch.Tensor, query_points: torch.Tensor, settings: PointPromptingSettings = None,

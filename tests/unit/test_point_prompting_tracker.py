@@ -150,7 +150,7 @@ def test_tracks_equal_ground_truth(mode, per, tq):
     res = track_points(bb, synthetic_clip(), q, settings(mode=mode, points_per_generation=per))
     assert_matches_gt(res, paths, vis, q)
     if mode == "multi-marker":
-        assert max(bb.batch_sizes) == 1 and res.generations < 4 * (2 if tq == 10 else 1) * 3
+        assert max(bb.batch_sizes) == 1 and res.generations < 4 * (2 if tq == 10 else 1)
     else:
         assert max(bb.batch_sizes) == per
 
@@ -237,7 +237,10 @@ def test_clips_kept_and_confidence():
     assert float(res.point_confidence.min()) > 0.5
     res2 = track_points(PastingBackbone(paths, vis), synthetic_clip(), q, settings(points_per_generation=4),
                         keep_clips="first")
-    assert len(res2.clips) == 1
+    assert len(res2.clips) == 3                           # the first generation's 3 windows
+    assert res.generations == 4 and res.sampler_calls == 2 * 3
+    pp = PointPrompting(PastingBackbone(paths, vis), settings(points_per_generation=4))
+    assert pp.clip_frames(T, (H, W), q) == sum(c.shape[0] for c in res.clips) == 4 * 3 * 9
 
 
 def test_bad_inputs_name_the_input():
