@@ -66,8 +66,9 @@ class VDT_TrackPoints(io.ComfyNode):
                 io.Float.Input("temperature", default=1.0, min=0.001, max=100.0, step=0.01,
                                tooltip="heft: softmax temperature over cosine (1 in HeFT)."),
                 io.Combo.Input("heft_resolution", options=HEFT_RESOLUTION, default="pixels",
-                               tooltip="heft: 'pixels' = cost upsampled bilinearly to pixel resolution (HeFT-like); "
-                                       "'feature grid' = match on feature cells (much faster)."),
+                               tooltip="heft: 'pixels' = cosine of the bilinearly upsampled features at every "
+                                       "pixel, as published (sub-cell accurate); 'feature grid' = match on feature "
+                                       "cells (much faster, positions pulled towards cell centres)."),
                 io.Combo.Input("fb_mode", options=FB_MODES, default="speculative",
                                tooltip="heft forward-backward visibility. 'speculative' = the published algorithm "
                                        "(visibility feeds the next frame's search radius and EMA), computed by "

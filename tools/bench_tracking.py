@@ -45,6 +45,7 @@ def _inputs(a, points: int, heads: int = 0):
 def run_one(a) -> dict:
     import torch
     from vdtrack.kernels import cost_volume, difftrack, heft_tracker, nn_tracker
+    from vdtrack.references import heft as heft_ref
     torch.set_num_threads(a.threads)
     case, which, pts = a.case, a.which, a.points
     heads = a.heads if case == "difftrack" else 0
@@ -62,7 +63,7 @@ def run_one(a) -> dict:
              (lambda: nn_tracker.track_nearest_neighbour_ref(f, s, q, size))
     elif case == "heft":
         fn = (lambda: heft_tracker.track_heft(f, s, q, size, **heft_kw)) if which == "fast" else \
-             (lambda: heft_tracker.track_heft_ref(f, s, q, size, **heft_kw))
+             (lambda: heft_ref.track_heft_ref(f, s, q, size, **heft_kw))
     elif case == "difftrack":
         fn = (lambda: difftrack.track_difftrack(f, None, s, q, size)) if which == "fast" else \
              (lambda: difftrack.track_difftrack_ref(f, None, s, q, size))
