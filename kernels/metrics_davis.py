@@ -5,6 +5,7 @@ methods_spec.md section 4.3 (davis2017-evaluation semantics).
 - F: 1-px boundaries (a pixel differs from its E, S or SE neighbour; neighbours outside the image
   are ignored), each dilated by a disk of radius ceil(bound_th * image diagonal) (bound_th >= 1 is
   a radius in pixels), precision/recall of matched boundary pixels, F = 2PR/(P+R) (0 if P+R = 0).
+- Ground-truth void (255) is background, as the official semi-supervised evaluation scores it.
 - Per object: mean (nan-mean over frames), recall = fraction of frames > 0.5, decay = mean of the
   first minus the last of 4 time bins. Global J-Mean/F-Mean = mean over objects; J&F = their mean.
 """
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 BOUND_TH = 0.008
+VOID_LABEL = 255      # DAVIS palette index of void pixels; the semi-supervised evaluation scores them background
 
 
 def _bool(name: str, x) -> np.ndarray:
@@ -146,12 +148,15 @@ def evaluate_davis(pred_labels, gt_labels, drop_first_last: bool = True, bound_t
                    progress=None, pred_name: str = "predicted labels",
                    gt_name: str = "ground-truth labels") -> dict:
     """Semi-supervised DAVIS J&F of one sequence. Label maps [T,H,W], 0 = background, objects 1..K
-    where K = the largest id in the first ground-truth frame. A predicted id above K is an error;
+    where K = the largest id in the first ground-truth frame. Ground-truth VOID_LABEL (255) pixels are
+    background, as davis2017-evaluation's semi-supervised task treats them (void set to 0, no void mask
+    passed to J or F). A predicted id above K is an error;
     objects missing from the prediction count as empty masks. `drop_first_last` removes the first
     (given) and last annotated frames as the official script does. `progress` is called once per
     object. Values are fractions (0..1). Errors name the inputs `pred_name` / `gt_name`."""
     pred = _labels(pred_name, pred_labels)
     gt = _labels(gt_name, gt_labels)
+    gt = np.where(gt == VOID_LABEL, 0, gt)
     if pred.shape[0] != gt.shape[0]:
         raise ValueError(f"{pred_name}: {pred.shape[0]} frames but the ground truth has {gt.shape[0]}")
     if pred.shape[1:] != gt.shape[1:]:

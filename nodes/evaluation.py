@@ -8,7 +8,7 @@ import numpy as np
 from comfy_api.latest import io, ui
 
 from ..kernels.checks import check_mask, check_tracks, check_video
-from ..kernels.metrics_davis import evaluate_davis
+from ..kernels.metrics_davis import VOID_LABEL, evaluate_davis
 from ..kernels.metrics_tapvid import EVAL_SIZE, THRESHOLDS, evaluate_tracks
 from .common import Progress, Tracks, category, output_path
 
@@ -196,7 +196,8 @@ class VDT_DavisReport(io.ComfyNode):
             pred_l, gt_l = pred, gt
         else:
             raise ValueError(f"mask_kind: expected 'binary' or 'label map', got {mask_kind!r}")
-        objects = int(gt_l[0].float().max().round())      # evaluate_davis validates; this sizes the bar
+        first = gt_l[0].float().round()
+        objects = int(first.masked_fill(first == VOID_LABEL, 0).max())   # evaluate_davis validates; sizes the bar
         res = evaluate_davis(pred_l, gt_l, drop_first_last=bool(drop_first_last), progress=Progress(max(objects, 1)),
                              pred_name="predicted_mask", gt_name="ground_truth_mask")
         report = cls.format_report(res, tuple(gt.shape[1:]))

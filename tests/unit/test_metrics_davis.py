@@ -175,3 +175,22 @@ def test_evaluate_davis_multi_object_missing_and_invalid():
         evaluate_davis(pred[:, :20], gt)
     with pytest.raises(ValueError, match="integer"):
         evaluate_davis(pred.astype(float) + 0.5, gt)
+
+
+def test_evaluate_davis_void_is_background():
+    # DAVIS palette index 255 marks void pixels; the official semi-supervised evaluation sets them to background
+    # (it neither counts them as an object nor excludes them from J or F)
+    t, h, w = 3, 20, 20
+    obj = square(h, w, 5, 11, 5, 11)                       # 36 px
+    band = square(h, w, 3, 13, 3, 13) & ~obj               # 64 px of void around the object
+    gt = np.zeros((t, h, w), np.int64)
+    gt[:, band] = 255
+    gt[:, obj] = 1
+    exact = evaluate_davis(obj[None].repeat(t, 0).astype(np.int64), gt)
+    assert exact["num_objects"] == 1 and exact["J-Mean"] == 1.0 and exact["F-Mean"] == 1.0
+    # a prediction covering the void band too: the band counts as false positives, J = 36 / 100
+    over = (obj | band)[None].repeat(t, 0).astype(np.int64)
+    res = evaluate_davis(over, gt)
+    assert res["num_objects"] == 1 and abs(res["J-Mean"] - 0.36) < 1e-12
+    # the boundary of a 10x10 square against a 6x6 one, 2 px apart: within the 1 px tolerance at 20x20 nowhere
+    assert bound_pixels((h, w)) == 1 and res["F-Mean"] == 0.0
