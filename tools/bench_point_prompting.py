@@ -47,27 +47,14 @@ def _setup_comfy(comfyui: str, device: str) -> None:
         comfy.cli_args.args.cpu = True
 
 
-def _randomize(module, seed: int) -> None:
-    """Random weights with sane scales (norm gains 1, biases 0) so activations stay finite at full depth."""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("gamma") or (p.ndim == 1 and "norm" in name):
-                p.fill_(1.0)
-            elif p.ndim == 1:
-                p.zero_()
-            else:
-                std = min(0.02, p[0].numel() ** -0.5)
-                p.copy_((torch.randn(p.shape, generator=g) * std).to(p.dtype))
-
-
 def build_full_i2v(dtype):
     """(MODEL, VAE) of a random Wan2.1-I2V-1.3B-shaped model through ComfyUI's own loaders."""
     import comfy.ops
     import comfy.sd
     from comfy.ldm.wan.model import WanModel
     from comfy.ldm.wan.vae import WanVAE
+    sys.path.insert(0, HERE)
+    from bench_wan_features import _randomize      # the pack's one random-weights helper for benchmarks
     c = FULL
     dm = WanModel(model_type="i2v", in_dim=36, dim=c["dim"], ffn_dim=c["ffn_dim"], num_heads=c["dim"] // 128,
                   num_layers=c["num_layers"], out_dim=16, text_dim=4096, operations=comfy.ops.disable_weight_init)
