@@ -10,11 +10,17 @@ Ground truth: a point on object k is a fixed local (texture) coordinate `uv`; it
 `c_k(t) + R(theta_k(t)) uv`. A background point is a fixed background texture coordinate `g`; its image
 position is `g - pan(t)`. A point is occluded when a nearer object covers it (hard shape test) or its
 position leaves the frame [-0.5, W-0.5] x [-0.5, H-0.5].
+
+Optional extras (off by default; drawn from a second random stream, so a seed's default clip never changes):
+textureless objects (flat colour: only shape and motion identify them) and small coloured dots riding on objects
+or on the background (half of them pure red), so that a painted Point Prompting marker is in the distribution of
+clips a model is trained on.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -32,6 +38,7 @@ class SyntheticClip:
     object_ids: torch.Tensor         # int64 [N], -1 = background
     masks: torch.Tensor              # float32 [T,K,H,W] visible (soft) part of each object
     labels: torch.Tensor             # int64 [T,H,W], 0 = background, k+1 = object k
+    dot_coverage: Optional[torch.Tensor] = None   # float32 [T,H,W] visible coverage of the riding dots (0..1)
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -180,6 +187,33 @@ def _identical_pair(h: int, w: int, t: np.ndarray, frames: int, texture: int, sc
             _Object("rect", (r, 0.75 * r), np.stack([xb, yb], -1), zero.copy(), texture, scale)]
 
 
+@dataclass
+class _Dot:
+    center: tuple[float, float]   # local (object) or background texture coordinate, pixels
+    radius: float                 # pixels
+    color: np.ndarray             # RGB 0..1
+
+
+def _random_dots(rng, n: int, spot, scale: float) -> list[_Dot]:
+    """n dots at positions spot(rng) -> (x, y); half of them pure red, the rest saturated random hues."""
+    out = []
+    for _ in range(n):
+        col = np.array([1.0, 0.0, 0.0]) if rng.random() < 0.5 else _hsv(rng.uniform(0.08, 0.92), 1.0, 1.0)
+        out.append(_Dot(spot(rng), rng.uniform(1.2, 2.6) * scale, col))
+    return out
+
+
+def _paint_dots(col: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dots: list[_Dot]):
+    """Blend anti-aliased dots (coverage 0.5 - signed distance, clamped) into colours col [...,3] at coordinates
+    u, v (same frame of reference as the dots). Returns (colours, coverage [...])."""
+    cov = torch.zeros_like(u)
+    for d in dots:
+        c = torch.clamp(d.radius + 0.5 - torch.sqrt((u - d.center[0]) ** 2 + (v - d.center[1]) ** 2), 0.0, 1.0)
+        col = col * (1 - c[..., None]) + torch.as_tensor(d.color, dtype=col.dtype) * c[..., None]
+        cov = torch.maximum(cov, c)
+    return col, cov
+
+
 def _covered(obj: _Object, pos: np.ndarray) -> np.ndarray:
     """pos [T,N,2] image coords -> bool [T,N], True where the object's (hard) shape covers the position."""
     t = np.arange(pos.shape[0])
@@ -216,8 +250,14 @@ def _pick_visible(positions: np.ndarray, vis: np.ndarray, n: int):
 
 def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects: int = 3,
               points_per_object: int = 8, seed: int = 0, identical: bool = False, background_points: int = 0,
-              rotation: bool = True) -> SyntheticClip:
-    """Render a seeded synthetic clip with exact ground truth (see the module docstring)."""
+              rotation: bool = True, textureless: float = 0.0, dots_per_object: int = 0,
+              background_dots: int = 0) -> SyntheticClip:
+    """Render a seeded synthetic clip with exact ground truth (see the module docstring).
+
+    textureless: probability (0..1) that an object is one flat colour (the pair of identical objects counts as
+    one draw). dots_per_object / background_dots: small dots (radius 1.2-2.6 px at 128 px, half pure red) fixed
+    on each object's surface / on the panning background; `dot_coverage` of the result is their visible
+    coverage. Raises ValueError on out-of-range arguments."""
     frames, height, width = int(frames), int(height), int(width)
     if frames < 1:
         raise ValueError(f"frames: must be at least 1, got {frames}")
@@ -225,6 +265,10 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
         raise ValueError(f"size: frames must be at least 16x16 pixels, got {width}x{height}")
     if num_objects < 0 or points_per_object < 0 or background_points < 0:
         raise ValueError("num_objects, points_per_object and background_points must be >= 0")
+    if not (0.0 <= float(textureless) <= 1.0):
+        raise ValueError(f"textureless: must be a probability in [0, 1], got {textureless}")
+    if dots_per_object < 0 or background_dots < 0:
+        raise ValueError("dots_per_object and background_dots must be >= 0")
     if identical:
         num_objects = max(int(num_objects), 2)
     rng = np.random.default_rng(int(seed))
@@ -252,23 +296,42 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
         [np.cos(pan_dir), np.sin(pan_dir)])[None]
     bg_texel = 1.2 * scale
 
+    # optional extras, from their own stream so the draws above (and the default clip) never change
+    rng2 = np.random.default_rng([int(seed), 1])
+    flat = [k for k in range(1, len(textures)) if float(textureless) > 0 and rng2.random() < float(textureless)]
+    for k in flat:
+        textures[k] = np.broadcast_to(textures[k].mean(axis=(1, 2), keepdims=True), textures[k].shape).copy()
+    obj_dots = [_random_dots(rng2, int(dots_per_object), lambda r, o=o: tuple(_sample_inside(r, o, 1, 1.0)[0]),
+                             scale) for o in objects]
+    bg_dots = _random_dots(rng2, int(background_dots),
+                           lambda r: (r.uniform(0, width - 1) + pan[0, 0], r.uniform(0, height - 1) + pan[0, 1]),
+                           scale)
+
     # ---------------------------------------------------------------- render (vectorised over frames)
     dtype = torch.float32   # coordinates < 1e4 px: float32 keeps ~1e-3 px, far below the 1 px we judge at
     ys = torch.arange(height, dtype=dtype)[None, :, None].expand(frames, height, width)
     xs = torch.arange(width, dtype=dtype)[None, None, :].expand(frames, height, width)
     texs = [torch.from_numpy(tx) for tx in textures]
     pan_t = torch.from_numpy(pan).to(dtype)
-    img = _sample(texs[0], (xs + pan_t[:, 0, None, None]) / bg_texel,
-                  (ys + pan_t[:, 1, None, None]) / bg_texel)
+    gx, gy = xs + pan_t[:, 0, None, None], ys + pan_t[:, 1, None, None]
+    img = _sample(texs[0], gx / bg_texel, gy / bg_texel)
+    dot_cov = torch.zeros((frames, height, width), dtype=dtype)
+    if bg_dots:
+        img, dot_cov = _paint_dots(img, gx, gy, bg_dots)
     alphas = []
     hard = []
-    for obj in objects:
+    for obj, dots in zip(objects, obj_dots):
         u, v = _to_local(obj, t, xs, ys)
         sd = _signed_distance(obj.shape, obj.half, u, v)
         a = torch.clamp(0.5 - sd, 0.0, 1.0)
         inside = a > 0   # texture lookups only where the object has coverage
         col = _sample(texs[obj.texture], u[inside] / obj.texel, v[inside] / obj.texel)
         ai = a[inside][:, None]
+        covered = dot_cov[inside] * (1 - ai[:, 0])
+        if dots:
+            col, cov = _paint_dots(col, u[inside], v[inside], dots)
+            covered = torch.maximum(covered, cov * ai[:, 0])
+        dot_cov[inside] = covered
         img[inside] = img[inside] * (1 - ai) + col * ai
         alphas.append(a)
         hard.append(sd < 0)
@@ -322,4 +385,5 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
         object_ids=torch.tensor(ids, dtype=torch.int64),
         masks=masks,
         labels=labels,
+        dot_coverage=dot_cov.float() if (bg_dots or any(obj_dots)) else None,
     )

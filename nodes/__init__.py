@@ -29,4 +29,8 @@ def all_nodes(strict: bool = False) -> list[type[io.ComfyNode]]:
 
 class VdtrackExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 calls only this hook at load time: register the pack's model folder here as well
+        from .model_folder import register_model_folders
+
+        register_model_folders()
         return all_nodes()

@@ -1,0 +1,68 @@
+"""The embedded model's training pieces that can be checked without training: the latent-statistics fold, the
+dot map and the pack's model-folder registration."""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "tools"))
+import train_embedded as te  # noqa: E402
+
+
+def test_fold_makes_comfyui_normalisation_return_the_standardised_latent():
+    from comfy.latent_formats import Wan21
+
+    torch.manual_seed(0)
+    v = te.new_vae(4)
+    with torch.no_grad():                       # give the zero-initialised residual branches some weight
+        for n, p in v.named_parameters():
+            if n.endswith("residual.6.weight"):
+                p.normal_(0, 0.05)
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        mu, _ = te.vae_moments(v, x)
+        mean, std = torch.linspace(-0.3, 0.4, 16), torch.linspace(0.5, 2.0, 16)
+        z = torch.randn(1, 16, 2, 2, 2)
+        dec_before = v.decode(mean.view(1, -1, 1, 1, 1) + std.view(1, -1, 1, 1, 1) * z)
+        te.fold_latent_stats(v, mean, std)
+        mu2 = v.encode(x)                       # ComfyUI's own encode path
+        fmt = Wan21()
+        torch.testing.assert_close(fmt.process_in(mu2), (mu - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1),
+                                   atol=1e-4, rtol=1e-4)
+        dec_after = v.decode(fmt.process_out(z))  # the same standardised latent decodes to the same video
+        torch.testing.assert_close(dec_after, dec_before, atol=1e-4, rtol=1e-4)
+
+
+def test_latent_dot_map_follows_the_causal_frame_grouping():
+    dots = torch.zeros(9, 16, 16)
+    dots[0, 1, 1] = 1.0          # frame 0 -> latent frame 0, cell (0, 0)
+    dots[3, 12, 9] = 0.5         # frames 1-4 -> latent frame 1, cell (1, 1)
+    dots[8, 15, 0] = 0.25        # frames 5-8 -> latent frame 2, cell (1, 0)
+    m = te.latent_dot_map(dots)
+    assert m.shape == (3, 2, 2)
+    expected = torch.zeros(3, 2, 2)
+    expected[0, 0, 0], expected[1, 1, 1], expected[2, 1, 0] = 1.0, 0.5, 0.25
+    assert torch.equal(m, expected)
+
+
+def test_pack_model_folder_is_registered_with_comfyui(tmp_path, monkeypatch):
+    import folder_paths
+
+    from vdtrack.nodes import model_folder
+
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "diffusion_models").mkdir()
+    monkeypatch.setattr(model_folder, "MODELS_DIR", str(tmp_path))
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    try:
+        added = model_folder.register_model_folders()
+        again = model_folder.register_model_folders()
+        assert sorted(added) == sorted([str(tmp_path / "vae"), str(tmp_path / "diffusion_models")])
+        for kind in ("vae", "diffusion_models"):
+            paths = folder_paths.get_folder_paths(kind)
+            assert paths.count(str(tmp_path / kind)) == 1 and paths[0] != str(tmp_path / kind)
+        assert sorted(again) == sorted(added)
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved.items()})
