@@ -315,7 +315,8 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
     pan_t = torch.from_numpy(pan).to(dtype)
     gx, gy = xs + pan_t[:, 0, None, None], ys + pan_t[:, 1, None, None]
     img = _sample(texs[0], gx / bg_texel, gy / bg_texel)
-    dot_cov = torch.zeros((frames, height, width), dtype=dtype)
+    any_dots = bool(bg_dots) or any(obj_dots)
+    dot_cov = torch.zeros((frames, height, width), dtype=dtype) if any_dots else None
     if bg_dots:
         img, dot_cov = _paint_dots(img, gx, gy, bg_dots)
     alphas = []
@@ -327,11 +328,12 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
         inside = a > 0   # texture lookups only where the object has coverage
         col = _sample(texs[obj.texture], u[inside] / obj.texel, v[inside] / obj.texel)
         ai = a[inside][:, None]
-        covered = dot_cov[inside] * (1 - ai[:, 0])
-        if dots:
-            col, cov = _paint_dots(col, u[inside], v[inside], dots)
-            covered = torch.maximum(covered, cov * ai[:, 0])
-        dot_cov[inside] = covered
+        if any_dots:      # visible dot coverage: what the object covers is hidden, its own dots are added
+            covered = dot_cov[inside] * (1 - ai[:, 0])
+            if dots:
+                col, cov = _paint_dots(col, u[inside], v[inside], dots)
+                covered = torch.maximum(covered, cov * ai[:, 0])
+            dot_cov[inside] = covered
         img[inside] = img[inside] * (1 - ai) + col * ai
         alphas.append(a)
         hard.append(sd < 0)
@@ -385,5 +387,5 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
         object_ids=torch.tensor(ids, dtype=torch.int64),
         masks=masks,
         labels=labels,
-        dot_coverage=dot_cov.float() if (bg_dots or any(obj_dots)) else None,
+        dot_coverage=dot_cov.float() if any_dots else None,
     )
