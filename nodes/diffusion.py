@@ -9,6 +9,7 @@ from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
 from .common import Features, Progress, category
+from .timing import now, stamp_features
 
 SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1, Wan 2.2 "
              "14B and Cosmos, 32 px for Wan 2.2 5B) are "
@@ -93,6 +94,7 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
     def execute(cls, model, vae, images, layer=18, kind="k", rope="after", noise_level=0.02, timestep=0,
                 heads="", window=0, overlap=0, seed=0, conditioning=None, clip_vision_output=None,
                 condition_on_first_frame=False) -> io.NodeOutput:
+        start = now()
         frames = check_video("images", images)
         bb = backbone_from_model(model, vae, text=conditioning)
         level = bb.level_from_timestep(float(timestep)) if int(timestep) > 0 else float(noise_level)
@@ -106,7 +108,7 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
         n_windows = len(plan_windows(frames.shape[0], spec.window or bb.default_window, spec.overlap,
                                      quantum=bb.temporal_compression))
         feats = bb.features(frames, level, spec, int(seed), cond=cond, progress=Progress(n_windows))
-        return io.NodeOutput(feats[spec.keys()[0]])
+        return io.NodeOutput(stamp_features(feats[spec.keys()[0]], start))
 
 
 class VDT_CounterfactualRegenerate(io.ComfyNode):

@@ -9,6 +9,7 @@ from ..kernels.feature_select import spatial_lowpass as lowpass_maps
 from ..kernels.fusion import fuse_feature_dicts
 from ..kernels.pixel_features import patch_features
 from .common import Features, Progress, category
+from .timing import now, stamp_features
 
 
 def check_features(name: str, features, heads_axis: bool | None = None) -> dict:
@@ -75,11 +76,12 @@ class VDT_PixelFeatures(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, patch_size, projection_dim, seed, center, coords_weight) -> io.NodeOutput:
+        start = now()
         progress = Progress(1)
         out = patch_features(images, int(patch_size), int(projection_dim), int(seed), bool(center),
                              float(coords_weight))
         progress()
-        return io.NodeOutput(out)
+        return io.NodeOutput(stamp_features(out, start))
 
 
 class VDT_SelectHeadsFrequencies(io.ComfyNode):
@@ -118,6 +120,7 @@ class VDT_SelectHeadsFrequencies(io.ComfyNode):
 
     @classmethod
     def execute(cls, features, heads, rope_dims, freq_low, freq_high, layout, spatial_lowpass) -> io.NodeOutput:
+        start = now()
         f = check_features("features", features, heads_axis=True)
         x = f["features"]
         progress = Progress(2)
@@ -131,7 +134,8 @@ class VDT_SelectHeadsFrequencies(io.ComfyNode):
         meta = dict(f["meta"], heads=parse_heads(heads, x.shape[1]), rope_dims=dims,
                     freq_range=(float(freq_low), float(freq_high)), rope_layout=layout,
                     spatial_lowpass=float(spatial_lowpass))
-        return io.NodeOutput({"features": out, "stride": f["stride"], "frame_size": f["frame_size"], "meta": meta})
+        return io.NodeOutput(stamp_features({"features": out, "stride": f["stride"], "frame_size": f["frame_size"],
+                                             "meta": meta}, start, features))
 
 
 
@@ -155,12 +159,13 @@ class VDT_FuseFeatures(io.ComfyNode):
 
     @classmethod
     def execute(cls, features_a, features_b, alpha) -> io.NodeOutput:
+        start = now()
         fa = check_features("features_a", features_a, heads_axis=False)
         fb = check_features("features_b", features_b, heads_axis=False)
         progress = Progress(1)
         out = fuse_feature_dicts(fa, fb, float(alpha))
         progress()
-        return io.NodeOutput(out)
+        return io.NodeOutput(stamp_features(out, start, features_a, features_b))
 
 
 NODES = [VDT_PixelFeatures, VDT_SelectHeadsFrequencies, VDT_FuseFeatures]

@@ -8,6 +8,7 @@ from ..kernels.flow_tracker import track_with_flow
 from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks, category
 from .io import POINTS_TOOLTIP
+from .timing import now, stamp_tracks
 
 
 class VDT_FlowTracker(io.ComfyNode):
@@ -34,13 +35,14 @@ class VDT_FlowTracker(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, points, method="dis", fb_threshold=1.5) -> io.NodeOutput:
+        start = now()
         video = check_video("images", images, min_frames=1)
         t_n, h, w = video.shape[:3]
         query = parse_points(points, t_n, (h, w))
         path, vis = track_with_flow(video, query, method=method, fb_threshold=fb_threshold,
                                     progress=Progress(max(t_n - 1, 1)))
-        return io.NodeOutput({"track_path": path, "track_visibility": vis, "query_points": query,
-                              "frame_size": (h, w)})
+        return io.NodeOutput(stamp_tracks({"track_path": path, "track_visibility": vis, "query_points": query,
+                                           "frame_size": (h, w)}, start))
 
 
 NODES = [VDT_FlowTracker]

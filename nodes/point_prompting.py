@@ -11,6 +11,7 @@ from ..kernels.color_rebalance import rebalance_colors
 from ..kernels.markers import draw_markers
 from ..kernels.red_tracker import track_red_markers
 from ..kernels.tracks_io import parse_points
+from .timing import now, stamp_tracks
 from .common import Progress, Tracks, category
 
 POINTS_TOOLTIP = ("Points in pixels: KJNodes JSON [{\"x\":..,\"y\":..}] (optional \"t\" = query frame) or one "
@@ -149,6 +150,7 @@ class VDT_TrackRedMarkers(io.ComfyNode):
     @classmethod
     def execute(cls, images, points, radius=20.0, growth=1.5, centroid_radius=6.0, h_low=10.0, h_high=170.0,
                 s_min=120.0, v_min=70.0) -> io.NodeOutput:
+        t0 = now()
         v = check_video("images", images)
         t, h, w = v.shape[:3]
         q = parse_points(points, t, (h, w))
@@ -158,7 +160,7 @@ class VDT_TrackRedMarkers(io.ComfyNode):
                                       progress=Progress(max(t - 1 - start, 1)))
         tracks = {"track_path": path.cpu().float(), "track_visibility": vis.cpu().bool(), "query_points": q,
                   "frame_size": (h, w)}
-        return io.NodeOutput(tracks)
+        return io.NodeOutput(stamp_tracks(tracks, t0))
 
 
 NODES = [VDT_DrawMarkers, VDT_RebalanceColors, VDT_TrackRedMarkers]

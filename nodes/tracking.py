@@ -11,6 +11,7 @@ from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
 from .features import check_features
+from .timing import now, stamp_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
 HEFT_RESOLUTION = ["pixels", "feature grid"]
@@ -92,6 +93,7 @@ class VDT_TrackPoints(io.ComfyNode):
     def execute(cls, features, points, method, nn_threshold, nn_refine_radius, nn_refine_temperature,
                 argmax_radius, search_radius, vis_threshold, ema_alpha, temperature, heft_resolution, fb_mode,
                 difftrack_scale, key_features=None) -> io.NodeOutput:
+        start = now()
         if method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
         f = check_features("features", features, heads_axis=None if method == "difftrack" else False)
@@ -135,7 +137,7 @@ class VDT_TrackPoints(io.ComfyNode):
             extra["confidence"] = conf.cpu()
         tracks = {"track_path": path.float().cpu(), "track_visibility": vis.bool().cpu(),
                   "query_points": queries.cpu(), "frame_size": tuple(f["frame_size"]), **extra}
-        return io.NodeOutput(tracks)
+        return io.NodeOutput(stamp_tracks(tracks, start, features, key_features))
 
 
 NODES = [VDT_TrackPoints]
