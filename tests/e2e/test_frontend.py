@@ -45,11 +45,17 @@ def test_workflow_in_frontend(server, object_info, app, path):
     assert ui_to_api(workflow, object_info) == {
         k: {"class_type": v["class_type"], "inputs": {n: x for n, x in v["inputs"].items() if n != "video-preview"}}
         for k, v in prompt.items()}
-    before = set(server.get("/history"))
+    def known() -> set:
+        """Prompt ids the server has: finished (history), running or pending (queue); a long workflow is
+        still running when the frontend's request has long been accepted."""
+        q = server.get("/queue")
+        return set(server.get("/history")) | {e[1] for k in ("queue_running", "queue_pending") for e in q.get(k, [])}
+
+    before = known()
     page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")   # the Queue button's code path
     new = set()
     for _ in range(600):
-        new = set(server.get("/history")) - before
+        new = known() - before
         if new:
             break
         page.wait_for_timeout(100)
