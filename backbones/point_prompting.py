@@ -1,10 +1,10 @@
 """Point Prompting end to end over the backbone protocol (no ComfyUI import): many points, any query frame, clips
 of any length, coarse pass and refinement.
 
-Method (Point Prompting, "Emergent Temporal Correspondences from Video Diffusion Models"-style counterfactual
-tracking, arXiv 2506.xxxx is not cited here; see docs/point_prompting.md for the source and every choice): the
-clip's reds are desaturated (kernels.color_rebalance), a red dot is pasted at the query point on the first frame,
-an image-to-video model SDEdit-regenerates the clip conditioned on the marked first frame with the unmarked one as
+Method: Shrivastava, Mehta, Geng, Owens, "Point Prompting: Counterfactual Tracking with Video Diffusion Models"
+(arXiv 2510.11715, Sec. 3.2-3.3, Eq. 4-5; docs/point_prompting.md has the details and every choice). The clip's
+reds are desaturated (kernels.color_rebalance), a red dot is pasted at the query point on the first frame, an
+image-to-video model SDEdit-regenerates the clip conditioned on the marked first frame with the unmarked one as
 negative image prompt (per step v = v_pos + lambda (v_pos - v_neg), the backbone's `regenerate`), and the dot is
 followed by colour (kernels.red_tracker). Refinement: a disk mask around the coarse track, pooled to the latent grid
 by the backbone, a masked (RePaint) regeneration at the refinement noise level, and the tracker again.
