@@ -47,6 +47,12 @@ def _save_json(prefix: str, payload: dict) -> str:
     return f"{subfolder}/{name}" if subfolder else name
 
 
+def report_ui(report: str, metrics: dict) -> dict:
+    """The node's ui: the report text (shown in the node) and its headline metrics under 'vdtrack_metrics'
+    (read from /history by vdtrack-batch, which aggregates them over a batch)."""
+    return {**ui.PreviewText(report).as_dict(), "vdtrack_metrics": [_json_safe(metrics)]}
+
+
 def _fmt(v: float) -> str:
     return "   nan" if math.isnan(v) else f"{v:6.2f}"
 
@@ -123,8 +129,10 @@ class VDT_TapVidReport(io.ComfyNode):
             path = _save_json(filename_prefix, {**res, "predicted_frame_size": pred_size,
                                                 "ground_truth_frame_size": gt_size})
             report += f"\nsaved: {path} (output folder)"
+        headline = {"average_jaccard": res["average_jaccard"], "delta_avg": res["average_pts_within_thresh"],
+                    "occlusion_accuracy": res["occlusion_accuracy"]}
         return io.NodeOutput(report, res["average_jaccard"], res["average_pts_within_thresh"],
-                             res["occlusion_accuracy"], ui=ui.PreviewText(report))
+                             res["occlusion_accuracy"], ui=report_ui(report, headline))
 
     @staticmethod
     def format_report(res: dict, pred_size, gt_size) -> str:
@@ -204,8 +212,9 @@ class VDT_DavisReport(io.ComfyNode):
         if filename_prefix and filename_prefix.strip():
             path = _save_json(filename_prefix, res)
             report += f"\nsaved: {path} (output folder)"
+        headline = {k: 100 * res[k] for k in ("J&F-Mean", "J-Mean", "F-Mean")}
         return io.NodeOutput(report, 100 * res["J&F-Mean"], 100 * res["J-Mean"], 100 * res["F-Mean"],
-                             ui=ui.PreviewText(report))
+                             ui=report_ui(report, headline))
 
     @staticmethod
     def format_report(res: dict, size) -> str:

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from comfy_server import ROOT, ComfyServer  # noqa: E402
-from workflow_convert import ui_to_api  # noqa: E402
+from vdtrack.batch.workflow import ui_to_api  # noqa: E402
 
 DEFAULT = os.path.join(ROOT, "workflows", "vdtrack_flow_tracking_demo.json")
 

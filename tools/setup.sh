@@ -36,14 +36,16 @@ if [ ! -f "$STAMP" ]; then
   "${PIP[@]}" install -c "$CONS" --no-deps torchvision
   "$VDT/venv/bin/python" "$ROOT/tools/patch_torchvision.py"
 
-  # the pack itself (importable as `vdtrack`), its requirements, and the test tools (no browser download)
-  "${PIP[@]}" install -c "$CONS" -e "$ROOT" pytest playwright
+  # the pack itself (importable as `vdtrack`) with its optional Ray extra (the batch's scale-out, tested on a
+  # local cluster; CPU-only wheels), its requirements, and the test tools (no browser download)
+  "${PIP[@]}" install -c "$CONS" -e "$ROOT[distributed]" pytest playwright
   "$VDT/venv/bin/python" - <<'PYEOF'
 import importlib.metadata as md, torch
 assert torch.__version__.startswith("2.13.0"), torch.__version__
 bad = [d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lower().startswith(("nvidia-", "triton", "cuda-"))]
 assert not bad, f"CUDA packages slipped in: {bad}"
 import vdtrack.kernels  # the pack's kernels import without ComfyUI
+import ray, vdtrack.batch.ray_runner  # the distributed extra is there for the batch tests
 PYEOF
   touch "$STAMP"
 fi

@@ -9,7 +9,7 @@ import pytest
 
 from browser import chromium_path, graph_to_prompt, load_workflow as load_in_app, open_app
 from e2e_paths import SCREENS, WORKFLOWS, load_workflow
-from workflow_convert import ui_to_api
+from vdtrack.batch.workflow import ui_to_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ui]
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from comfy_server import execution_error
 from e2e_paths import ROOT, WORKFLOWS, load_workflow
-from workflow_convert import ui_to_api
+from vdtrack.batch.client import execution_error
+from vdtrack.batch.workflow import ui_to_api
 
 pytestmark = pytest.mark.e2e
 

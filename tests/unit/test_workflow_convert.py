@@ -1,15 +1,10 @@
-"""The headless UI -> API converter (tools/workflow_convert.py) on a hand-built workflow: widget order,
+"""The headless UI -> API converter (vdtrack.batch.workflow) on a hand-built workflow: widget order,
 the UI-only 'control after generate' value, links, widgets converted to inputs, muted nodes and notes."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "tools"))
-from workflow_convert import ui_to_api  # noqa: E402
+from vdtrack.batch.workflow import ui_to_api
 
 OBJECT_INFO = {
     "Clip": {"input": {"required": {"seed": ["INT", {"control_after_generate": True}], "frames": ["INT", {}],

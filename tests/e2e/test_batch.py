@@ -1,0 +1,166 @@
+"""vdtrack-batch (vdtrack.batch.cli) on one real ComfyUI, without Ray: a folder of synthetic mp4 clips through the
+shipped LoadVideo workflow with a swept input, each job's outputs in its own folder (on the server and in the
+results folder), the summary, --resume from the manifest, a corrupt clip failing alone, report metrics
+aggregated per swept value, and bad arguments failing before anything is queued."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from e2e_paths import ROOT
+from make_synthetic import write_clip_mp4
+from vdtrack.batch import cli
+
+pytestmark = pytest.mark.e2e
+
+UI_WORKFLOW = os.path.join(ROOT, "workflows", "vdtrack_video_flow_tracking.json")
+API_WORKFLOW = os.path.join(ROOT, "tools", "workflow_api", "vdtrack_video_flow_tracking.json")
+DEMO_WORKFLOW = os.path.join(ROOT, "tools", "workflow_api", "vdtrack_flow_tracking_demo.json")
+FRAMES = 12
+
+
+def _clips(folder, names):
+    os.makedirs(folder, exist_ok=True)
+    return [write_clip_mp4(os.path.join(folder, name), seed=i, frames=FRAMES, size=(160, 160))
+            for i, name in enumerate(names)]
+
+
+def _files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                  for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_clips_times_sweep_each_in_its_own_folder_then_resume(server, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    # 'a b.mp4' and 'a_b.mp4' made the same folder name in the old script; a points file beside one clip
+    _clips(str(folder), ["a b.mp4", "a_b.mp4"])
+    (folder / "a_b.points.json").write_text('[{"x": 20, "y": 30}, {"x": 40, "y": 50}, {"x": 60, "y": 70}]')
+    prefix = f"batchtest_{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "results"
+    args = [UI_WORKFLOW, str(folder), "--out", str(out), "--server", server.url, "--no-ray", "--prefix", prefix,
+            "--set", "VDT_FlowTracker.fb_threshold=1.5,3", "--quiet"]
+    seen = []
+    code = cli.main(args, on_result=seen.append)
+    text = capsys.readouterr()
+    assert code == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    keys = [j["key"] for j in summary["jobs"]]
+    assert len(keys) == 4 and len(set(keys)) == 4 and sorted(keys) == sorted(r["key"] for r in seen)
+    clip_dirs = sorted({k.split("/")[0] for k in keys})
+    assert len(clip_dirs) == 2 and "a_b" in clip_dirs, clip_dirs        # the unchanged name keeps its stem
+    for job in summary["jobs"]:
+        assert job["status"] == "success" and job["error"] is None, job
+        assert job["values"]["3.fb_threshold"] in (1.5, 3.0)
+        # the server wrote this job's files under PREFIX/<job>/ and the results folder holds the same
+        server_files = _files(server.path("output", prefix, *job["key"].split("/")))
+        npz = [f for f in server_files if f.startswith("video_tracks") and f.endswith(".npz")]
+        assert len(npz) == 1
+        assert sum(f.startswith("video_overlay_0") and f.endswith(".png") for f in server_files) == FRAMES
+        local = _files(out / job["key"])
+        assert sorted(job["downloaded"]) == sorted(f for f in server_files if f != npz[0])   # history lists images
+        assert sorted(local) == sorted(job["downloaded"] + ["job.json"])
+        n_points = 3 if job["clip"].endswith("a_b.mp4") else 2
+        with np.load(server.path("output", prefix, *job["key"].split("/"), npz[0])) as tracks:
+            assert tracks["tracks"].shape == (n_points, FRAMES, 2)
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["job"] for r in rows] == keys and {r["3.fb_threshold"] for r in rows} == {"1.5", "3.0"}
+    assert [(v["value"], v["jobs"], v["succeeded"]) for v in summary["by_value"]["3.fb_threshold"]] == \
+        [(1.5, 2, 2), (3.0, 2, 2)]
+    assert "4/4 jobs succeeded" in text.out
+    manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in manifest) == sorted(keys)
+
+    # the same folder again needs --resume; with it nothing that finished runs again
+    assert cli.main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    redone = []
+    assert cli.main(args + ["--resume"], on_result=redone.append) == 0
+    assert redone == []
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 4
+    # a changed sweep value is a new job; the finished ones are still skipped
+    assert cli.main(args[:-2] + ["VDT_FlowTracker.fb_threshold=1.5,3,6", "--quiet", "--resume"],
+                    on_result=redone.append) == 0
+    assert sorted(r["values"]["3.fb_threshold"] for r in redone) == [6.0, 6.0]
+
+
+def test_a_corrupt_clip_fails_alone(server, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    _clips(str(folder), ["clip_1.mp4", "clip_2.mp4"])
+    (folder / "broken.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    prefix = f"batchtest_{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "results"
+    # (an upload subfolder without "vdtrack" in its name: test_server's import check reads every traceback in
+    # the shared server's log, and the corrupt clip's one names its path)
+    code = cli.main([API_WORKFLOW, str(folder), "--out", str(out), "--server", server.url, "--no-ray",
+                     "--prefix", prefix, "--subfolder", "batchtest_inputs", "--quiet"])
+    text = capsys.readouterr()
+    assert code == 1, text
+    by_key = {j["key"]: j for j in json.loads((out / "summary.json").read_text())["jobs"]}
+    assert sorted(by_key) == ["broken", "clip_1", "clip_2"]
+    broken = by_key["broken"]
+    assert broken["status"] == "error" and broken["outputs"] == []
+    assert "\n" not in broken["error"] and "node" in broken["error"], broken
+    assert broken["error"] in text.out
+    for key in ("clip_1", "clip_2"):
+        assert by_key[key]["status"] == "success" and by_key[key]["outputs"], by_key[key]
+    assert not os.path.exists(server.path("output", prefix, "broken"))
+    assert os.path.isfile(server.path("input", "batchtest_inputs", "broken.mp4"))
+    assert "2/3 jobs succeeded" in text.out
+    assert server.get("/system_stats")                    # still serving
+
+
+def test_report_metrics_aggregated_per_swept_value(server, tmp_path, capsys):
+    """No clips: the demo workflow makes its own synthetic clip; sweeping its seed and the tracker's method
+    gives a grid whose TAP-Vid metrics land in the summary, averaged per setting and per value."""
+    out = tmp_path / "results"
+    code = cli.main([DEMO_WORKFLOW, "--out", str(out), "--server", server.url, "--no-ray", "--quiet",
+                     "--prefix", f"batchtest_{uuid.uuid4().hex[:8]}",
+                     "--set", "1.seed=0,1", "--set", "1.frames=8", "--set", "1.width=128", "--set", "1.height=128",
+                     "--set", "2.method=dis,farneback", "--no-download"])
+    text = capsys.readouterr()
+    assert code == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    jobs = summary["jobs"]
+    assert len(jobs) == 4
+    for j in jobs:
+        aj = j["metrics"]["7"]["average_jaccard"]
+        report = [t for t in j["texts"] if t.startswith("TAP-Vid")]
+        assert 0 <= aj <= 100 and f"AJ        {aj:6.2f}" in report[0]    # the node's own report agrees
+        assert os.listdir(out / j["key"]) == ["job.json"]                     # --no-download
+    for v in summary["by_value"]["2.method"]:
+        mine = [j["metrics"]["7"]["average_jaccard"] for j in jobs if j["values"]["2.method"] == v["value"]]
+        assert v["metrics"]["7.average_jaccard"] == pytest.approx(sum(mine) / 2)
+    assert len(summary["by_setting"]) == 4
+    assert "7.average_jaccard" in text.out
+
+
+def test_bad_arguments_fail_before_queueing(server, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a clip")
+    base = ["--out", str(tmp_path / "r"), "--server", server.url, "--no-ray"]
+    assert cli.main([UI_WORKFLOW, str(tmp_path / "missing")] + base) == 2
+    assert "not found" in capsys.readouterr().err
+    assert cli.main([UI_WORKFLOW, str(empty)] + base) == 2
+    err = capsys.readouterr().err
+    assert "no clips in" in err and ".mp4" in err
+    _clips(str(tmp_path / "one"), ["c.mp4"])
+    one = str(tmp_path / "one")
+    # a workflow without a loader names the options to use
+    assert cli.main([DEMO_WORKFLOW, one] + base) == 2
+    err = capsys.readouterr().err
+    assert "--input-node" in err and "--input-name" in err
+    assert cli.main([DEMO_WORKFLOW, one, "--input-node", "1"] + base) == 2
+    assert "--input-name" in capsys.readouterr().err
+    assert cli.main([API_WORKFLOW, one, "--input-node", "1", "--input-name", "nope"] + base) == 2
+    assert "no input 'nope'" in capsys.readouterr().err
+    assert cli.main([API_WORKFLOW, one, "--set", "3.fb_threshold=1,x"] + base) == 2
+    assert "'x' is not a valid float" in capsys.readouterr().err
+    assert cli.main([API_WORKFLOW, one, "--set", "9.fb_threshold=1"] + base) == 2
+    assert "no node '9'" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "manifest.jsonl").exists()

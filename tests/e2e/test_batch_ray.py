@@ -1,0 +1,109 @@
+"""vdtrack-batch on a local Ray cluster: two actors, each starting its own real ComfyUI on loopback; a batch of
+synthetic clips with a 2-value sweep; one server killed in the middle of a job (on an event: while its queue
+holds an unfinished prompt, right after that actor's first result); every job completes exactly once; after
+an interruption, a --resume run redoes nothing that finished; the killed actor comes back with a new server."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from comfy_server import COMFY_PYTHON, COMFYUI_DIR
+from e2e_paths import ROOT
+from make_synthetic import write_clip_mp4
+from vdtrack.batch import cli
+from vdtrack.batch.client import ComfyClient
+
+ray = pytest.importorskip("ray", reason="Ray is the optional 'distributed' extra (tools/setup.sh installs it)")
+from vdtrack.batch.ray_runner import RayPool  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW = os.path.join(ROOT, "tools", "workflow_api", "vdtrack_video_flow_tracking.json")
+FRAMES, SIZE, CLIPS = 6, 64, 4
+
+
+def _server_files(base: str, suffix: str) -> dict[str, int]:
+    """job key -> number of files ending in `suffix` under every server's output/raytest/ (all servers, the
+    killed one included)."""
+    counts: dict[str, int] = {}
+    for server in os.listdir(base):
+        root = os.path.join(base, server, "output", "raytest")
+        for d, _, fs in os.walk(root):
+            n = sum(f.endswith(suffix) for f in fs)
+            if n:
+                key = os.path.relpath(d, root).replace(os.sep, "/")
+                counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def test_two_actors_kill_retry_resume(tmp_path):
+    clips = tmp_path / "clips"
+    for i in range(CLIPS):
+        write_clip_mp4(str(clips / f"clip{i}.mp4"), seed=i, frames=FRAMES, size=(SIZE, SIZE))
+        (clips / f"clip{i}.points.json").write_text(json.dumps([{"x": 16 + 4 * i, "y": 20}, {"x": 40, "y": 44}]))
+    out, servers = tmp_path / "results", tmp_path / "servers"
+    argv = [WORKFLOW, str(clips), "--out", str(out), "--workers", "2", "--comfyui", COMFYUI_DIR,
+            "--comfy-python", COMFY_PYTHON, "--server-base", str(servers), "--cpu", "--quiet",
+            "--set", "3.fb_threshold=1.5,3", "--max-queued", "2", "--prefix", "raytest", "--ray-cpus", "2",
+            "--cpus-per-server", "0.5"]
+    a = cli.parse_args(argv)
+    pool = RayPool(cli.server_specs(a), a)
+    try:
+        pool.start()
+        first_pids = {i: info["server_pid"] for i, info in pool.infos.items()}
+        assert len(set(first_pids.values())) == 2
+        killed: dict = {}
+        run1: list[dict] = []
+
+        def kill_then_interrupt(result):
+            run1.append(result)
+            if not killed and result["actor"] == 0:
+                # kill on an event: actor 0 just finished a job and its server still holds an unfinished one
+                q = ComfyClient(result["server"]).get("/queue")
+                if q["queue_running"] or q["queue_pending"]:
+                    os.kill(result["server_pid"], signal.SIGKILL)
+                    killed["pid"] = result["server_pid"]
+            ok = sum(r["status"] == "success" for r in run1)
+            if killed and ok == 3 and not killed.get("interrupted"):
+                killed["interrupted"] = True
+                raise KeyboardInterrupt        # what Ctrl-C does
+
+        assert cli.run(a, on_result=kill_then_interrupt, pool=pool) == 130
+        assert killed.get("pid") == first_pids[0], "actor 0 never had an unfinished prompt after a result"
+        assert all(r["status"] == "success" for r in run1), run1
+        finished = {r["key"] for r in run1}
+        assert len(finished) == len(run1) >= 3          # nothing recorded twice
+        # the job that was on the killed server ran again, on the other actor
+        retried = [r for r in run1 if r["attempts"]]
+        assert len(retried) <= 2 and all(r["actor"] == 1 for r in retried)
+
+        # Ray restarted actor 0, which started a new server
+        assert pool.wait_ready(timeout=300) == {0, 1}
+        assert pool.restarts[0] == 1 and pool.infos[0]["server_pid"] not in first_pids.values()
+
+        run2: list[dict] = []
+        a2 = cli.parse_args(argv + ["--resume"])
+        assert cli.run(a2, on_result=run2.append, pool=pool) == 0
+    finally:
+        pool.stop()
+    redone = {r["key"] for r in run2}
+    assert not redone & finished                       # nothing that finished ran again
+    assert len(redone) == len(run2) == 2 * CLIPS - len(finished)
+    assert {r["actor"] for r in run2} == {0, 1}          # the restarted actor took jobs
+    # every job exactly once: one success line each in the manifest, one complete set of files each
+    lines = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
+    ok = [l["key"] for l in lines if l["status"] == "success"]
+    assert sorted(ok) == sorted(set(ok)) and len(ok) == 2 * CLIPS
+    summary = json.loads((out / "summary.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["success"] * (2 * CLIPS)
+    for job in summary["jobs"]:
+        files = os.listdir(out / job["key"])
+        assert sum(f.endswith(".png") for f in files) == FRAMES and sum(f.endswith(".webp") for f in files) == 1
+    # on the servers: a job finished in the first run has exactly one tracks file (nothing redone); the jobs of
+    # the second run have theirs too (an interrupted try may have left an extra one)
+    npz = _server_files(str(servers), ".npz")
+    assert all(npz.get(k) == 1 for k in finished), npz
+    assert all(npz.get(k, 0) >= 1 for k in redone), npz
