@@ -127,3 +127,34 @@ def mask_to_latent_grid(mask: torch.Tensor, latent_frames: int, compression: int
         if hi > lo:
             out[j] = sp[lo:hi].amax(0)
     return out[None, None]
+
+
+def plan_anchor_chunks(num_frames: int, chunk_len: int = 13, strided: bool = True,
+                       stride: int | None = None) -> list[list[int]]:
+    """DiffTrack's published chunking (cvlab-kaist/DiffTrack evaluate_tapvid.py): every pass holds frame 0 (the
+    anchor, not listed here) plus up to chunk_len - 1 other frames. strided (--chunk_frame_interval, used by the
+    published scripts): interval = T // (chunk_len - 1) (at least 1, our guard for short clips), chunk j holds
+    1+j, 1+j+interval, ... clipped at T-1, j = 0, 1, ... until every frame 1..T-1 was in a pass (a frame may be in
+    several). Not strided: chunks of chunk_len - 1 consecutive frames advancing by `stride` (default
+    chunk_len - 1, as DiffTrack's --chunk_stride 12 with chunks of 13).
+    Returns the frame lists of the passes (without the anchor); [] for a one-frame clip."""
+    if num_frames < 1:
+        raise ValueError("frames: the clip is empty")
+    if chunk_len < 2:
+        raise ValueError(f"chunk_len: {chunk_len} must be at least 2 (the anchor plus one frame)")
+    last = num_frames - 1
+    interval = max(1, num_frames // (chunk_len - 1)) if strided else 1
+    step = 1 if strided else int(chunk_len - 1 if stride is None else stride)
+    if step < 1:
+        raise ValueError(f"stride: {stride} must be at least 1")
+    chunks, visited = [], set()
+    start = 1
+    while len(visited) < last and start <= last:
+        end = min(start + (chunk_len - 2) * interval, last)
+        idx = list(range(start, end + 1, interval))
+        chunks.append(idx)
+        visited.update(idx)
+        start += step
+    if len(visited) < last:
+        raise ValueError(f"stride: {stride} skips frames; chunks of {chunk_len - 1} frames leave gaps")
+    return chunks

@@ -71,15 +71,63 @@ def _finish(match_cells, conf, pts, stride, t_total):
     return path, torch.ones(t_total, n, dtype=torch.bool, device=path.device), conf
 
 
+def _check_passes(anchor_passes, q: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """anchor_passes: [(frames [n] long, pass queries [n+1,heads,C,h,w], pass keys [n+1,...])], index 0 of a pass
+    being the anchor (frame 0) as that pass saw it. Every frame 1..T-1 must be in some pass."""
+    t_total = q.shape[0]
+    out, seen = [], set()
+    for i, item in enumerate(anchor_passes):
+        try:
+            frames, pq, pk = item
+        except (TypeError, ValueError):
+            raise ValueError(f"anchor_passes: pass {i} must be (frames, queries, keys)") from None
+        frames = torch.as_tensor(frames).long().flatten()
+        pq, pk = _as_heads(f"anchor_passes[{i}] queries", pq), _as_heads(f"anchor_passes[{i}] keys", pk)
+        if pq.shape != pk.shape or pq.shape[0] != frames.numel() + 1 or pq.shape[1:] != q.shape[1:]:
+            raise ValueError(f"anchor_passes: pass {i} holds {tuple(pq.shape)} / {tuple(pk.shape)} for "
+                             f"{frames.numel()} frames + the anchor; the features are {tuple(q.shape)}")
+        if frames.numel() and (int(frames.min()) < 1 or int(frames.max()) >= t_total):
+            raise ValueError(f"anchor_passes: pass {i} has frames outside 1..{t_total - 1}")
+        seen.update(frames.tolist())
+        out.append((frames, pq.to(q.device, q.dtype), pk.to(q.device, q.dtype)))
+    missing = sorted(set(range(1, t_total)) - seen)
+    if missing:
+        raise ValueError(f"anchor_passes: frames {missing[:8]} are in no pass")
+    return out
+
+
+def _pair_corr(qs, ks, qt, kt, need, sc, row_chunk):
+    """Head-averaged DiffTrack correlation [m, hw_t] of the source cells `need` (m of them) with every target cell.
+    qs/ks: source queries/keys [heads,C,hw], qt/kt: target [heads,C,hw]."""
+    heads, _, hw = qt.shape
+    corr = torch.zeros(need.numel(), hw, dtype=qs.dtype, device=qs.device)
+    for hd in range(heads):
+        a1 = torch.softmax((qs[hd][:, need].T @ kt[hd]) / sc, 1)                       # attn(s->t) [m,hw_t]
+        a2 = torch.empty(hw, need.numel(), dtype=qs.dtype, device=qs.device)          # attn(t->s)[j, need]
+        for j0 in range(0, hw, row_chunk):
+            logits = (qt[hd][:, j0:j0 + row_chunk].T @ ks[hd]) / sc                   # [cj,hw_s]
+            lse = torch.logsumexp(logits, 1, keepdim=True)
+            a2[j0:j0 + row_chunk] = torch.exp(logits[:, need] - lse)
+        corr += 0.5 * (a1 + a2.T)
+    return corr / heads
+
+
 def track_difftrack(query_features: torch.Tensor, key_features: torch.Tensor | None, stride, queries: torch.Tensor,
                     frame_size: tuple[int, int], scale="heads", row_chunk: int = 1024,
-                    progress: Callable[[], None] | None = None):
+                    progress: Callable[[], None] | None = None, anchor_passes=None):
     """Fast DiffTrack. query/key features [T,heads,C,h,w] (key None: use query for both).
-    Returns (track_path [T,N,2] float32, visibility all True [T,N], confidence [T,N])."""
+
+    anchor_passes (DiffTrack's published chunking, evaluate_tapvid.py): every forward pass held frame 0 (the anchor)
+    plus some frames; [(frames [n], pass queries [n+1,heads,C,h,w], pass keys [n+1,...])], index 0 = the anchor as
+    that pass saw it. Queries at frame 0 are then matched pass by pass (the anchor of a pass against that pass's
+    frames) and a frame seen by several passes gets the mean of their correlation maps (--average_overlapped_corr)
+    before the argmax. Queries at other frames match the per-frame features (the published code has none).
+    Returns (track_path [T,N,2] float32 pixels, visibility all True [T,N], confidence [T,N])."""
     q, k, pts, sc = _prepare(query_features, key_features, queries, frame_size, scale)
     t_total, heads, c, h, w = q.shape
     hw = h * w
     dev, dt = q.device, q.dtype
+    passes = None if anchor_passes is None else _check_passes(anchor_passes, q)
     pts = pts.to(dev)
     n = pts.shape[0]
     corner_idx, corner_w = bilinear_corners(pixel_to_cell(pts[:, 1:].to(dt), stride), h, w)
@@ -95,18 +143,13 @@ def track_difftrack(query_features: torch.Tensor, key_features: torch.Tensor | N
         for t in range(t_total):
             if t == s:
                 continue
-            corr = torch.zeros(need.numel(), hw, dtype=dt, device=dev)
-            for hd in range(heads):
-                qs = qf[s, hd][:, need]                                           # [C,m]
-                a1 = torch.softmax((qs.T @ kf[t, hd]) / sc, 1)                    # [m,hw_t]
-                ks_all = kf[s, hd]                                                # [C,hw_s]
-                a2 = torch.empty(hw, need.numel(), dtype=dt, device=dev)          # attn(k->s)[j, need]
-                for j0 in range(0, hw, row_chunk):
-                    logits = (qf[t, hd][:, j0:j0 + row_chunk].T @ ks_all) / sc    # [cj,hw_s]
-                    lse = torch.logsumexp(logits, 1, keepdim=True)
-                    a2[j0:j0 + row_chunk] = torch.exp(logits[:, need] - lse)
-                corr += 0.5 * (a1 + a2.T)
-            corr /= heads
+            if passes is not None and s == 0:
+                visits = [(pq[0], pk[0], pq[1 + i], pk[1 + i]) for frames, pq, pk in passes
+                          for i in (frames == t).nonzero().flatten().tolist()]
+                visits = [tuple(v.reshape(heads, c, hw) for v in vis) for vis in visits]
+            else:
+                visits = [(qf[s], kf[s], qf[t], kf[t])]
+            corr = sum(_pair_corr(*v, need, sc, row_chunk) for v in visits) / len(visits)
             prob = torch.softmax(corr, 1)
             pval, arg = prob.max(1)
             cells = torch.stack([(arg % w).to(dt), (arg // w).to(dt)], -1)       # [m,2] (x,y)
