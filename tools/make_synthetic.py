@@ -58,6 +58,21 @@ def write_clip_mp4(path: str, seed: int = 0, frames: int = 16, size: tuple[int, 
     return path
 
 
+def write_clip_with_truth(path: str, seed: int = 0, frames: int = 16, size: tuple[int, int] = (128, 128),
+                          fps: float = 16.0, num_objects: int = 2, points_per_object: int = 4,
+                          background_points: int = 4) -> str:
+    """A seeded synthetic clip encoded as an mp4 at `path` (HxW `size`, even sides) and its ground truth
+    beside it as NAME.tracks.npz (TAP-Vid layout): the layout VDT Clip Folder reads. Returns `path`."""
+    h, w = size
+    clip = make_clip(frames=frames, height=h, width=w, num_objects=num_objects, points_per_object=points_per_object,
+                     background_points=background_points, seed=seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _write_mp4(path, (clip.video.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8), fps)
+    save_tracks_npz(os.path.splitext(path)[0] + ".tracks.npz", clip.track_path, clip.track_visibility,
+                    clip.query_points, clip.frame_size)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")

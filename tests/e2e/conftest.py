@@ -32,11 +32,16 @@ def _build_models(models_dir: str) -> None:
 
 # the video the shipped LoadVideo workflow names (vdtrack_video_flow_tracking); a synthetic clip, encoded here
 SYNTHETIC_VIDEO = "vdtrack_synthetic.mp4"
+# the folder the shipped clip-folder workflow names (vdtrack_clip_folder_report): clips with ground truth beside
+CLIP_FOLDER, CLIP_FOLDER_SEEDS = "vdtrack_clips", (1, 2, 3)
 
 
 def _write_inputs(input_dir: str) -> None:
-    from make_synthetic import write_clip_mp4
+    from make_synthetic import write_clip_mp4, write_clip_with_truth
     write_clip_mp4(os.path.join(input_dir, SYNTHETIC_VIDEO), seed=0, frames=16, size=(160, 160))
+    for seed in CLIP_FOLDER_SEEDS:
+        write_clip_with_truth(os.path.join(input_dir, CLIP_FOLDER, f"shot_{seed}.mp4"), seed=seed, frames=10,
+                              size=(96, 96))
 
 
 @pytest.fixture(scope="session")

@@ -164,3 +164,27 @@ def test_bad_arguments_fail_before_queueing(server, tmp_path, capsys):
     assert cli.main([API_WORKFLOW, one, "--set", "9.fb_threshold=1"] + base) == 2
     assert "no node '9'" in capsys.readouterr().err
     assert not (tmp_path / "r" / "manifest.jsonl").exists()
+
+
+def test_clip_folder_workflow_runs_once_per_clip(server, object_info):
+    """The shipped clip-folder workflow: the clip list (input/vdtrack_clips, written by conftest with ground
+    truth beside each clip) drives the tracker and the overlay once per clip; the batch report scores every
+    clip in one table, shows it and saves it as CSV."""
+    from vdtrack.batch.workflow import ui_to_api
+    wf = json.load(open(os.path.join(ROOT, "workflows", "vdtrack_clip_folder_report.json")))
+    prompt = ui_to_api(wf, object_info)
+    report_id = next(k for k, v in prompt.items() if v["class_type"] == "VDT_BatchReport")
+    save_id = next(k for k, v in prompt.items() if v["class_type"] == "SaveAnimatedWEBP")
+    h = server.run(prompt, timeout=600)
+    text = h["outputs"][report_id]["text"][0]
+    names = sorted(os.path.basename(f) for f in os.listdir(server.path("input", "vdtrack_clips")) if f.endswith(".mp4"))
+    assert len(names) == 3
+    rows = [l for l in text.splitlines() if l.split() and l.split()[0] in names]
+    assert [r.split()[0] for r in rows] == names
+    assert len(h["outputs"][save_id]["images"]) == 3                          # one overlay per clip
+    saved = text.splitlines()[-1].split()[1]
+    table = list(csv.reader(open(server.path("output", *saved.split("/")))))
+    assert [r[0] for r in table] == ["clip", *names, "mean"]
+    aj = [float(r[1]) for r in table[1:4]]
+    assert float(table[4][1]) == pytest.approx(sum(aj) / 3, abs=1e-3)
+    assert h["outputs"][report_id]["vdtrack_metrics"][0]["average_jaccard"] == pytest.approx(sum(aj) / 3, abs=1e-3)
