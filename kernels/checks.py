@@ -65,6 +65,8 @@ def check_tracks(name: str, tracks, frames: int | None = None) -> tuple[torch.Te
         vis = vis[0]
     if vis.ndim == 3 and vis.shape[-1] == 1:
         vis = vis[..., 0]
+    if vis.ndim == 2 and vis.shape[1] == 1 and path.shape[1] != 1 and vis.shape[0] == path.shape[0]:
+        vis = vis.expand(path.shape[:2])        # one visibility per frame for every track (core TRACKS payloads)
     if tuple(vis.shape) != tuple(path.shape[:2]):
         raise ValueError(f"{name}: track_visibility {_shape(vis)} does not match track_path {_shape(path)}")
     check_finite(name, path)

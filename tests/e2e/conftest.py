@@ -23,6 +23,12 @@ def _build_models(models_dir: str) -> None:
     if build_tiny_models is not None:
         build_tiny_models(models_dir)
     try:
+        from make_tiny_unets import build_tiny_unets
+    except ImportError:
+        build_tiny_unets = None
+    if build_tiny_unets is not None:
+        build_tiny_unets(models_dir)      # SD 1.x and SVD UNets + TAESD (TED, Track4Gen workflows)
+    try:
         from make_tiny_diffusers import build_tiny_diffusers
     except ImportError:
         build_tiny_diffusers = None
