@@ -13,7 +13,7 @@ def all_nodes(strict: bool = False) -> list[type[io.ComfyNode]]:
     take the whole pack down in a user's ComfyUI); `strict=True` raises instead (the tests use it)."""
     found: list[type[io.ComfyNode]] = []
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name.startswith("_") or mod.name == "common":
+        if mod.name.startswith("_") or mod.name in ("common", "inputs"):
             continue
         try:
             module = importlib.import_module(f"{__name__}.{mod.name}")

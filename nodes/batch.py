@@ -17,6 +17,7 @@ from comfy_api.latest import InputImpl, io
 from ..kernels.tracks_io import load_tracks, points_to_json
 from .common import Progress, Tracks, category, check_interrupt, output_path
 from .evaluation import VDT_DavisReport, VDT_TapVidReport, report_ui
+from .inputs import VdtNode
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 TRACK_SUFFIXES = (".tracks.npz", ".tracks.json", ".tracks.csv")   # ground truth beside NAME.mp4 (our choice)
@@ -56,7 +57,7 @@ def _ground_truth(full: str, name: str) -> str | None:
                 None)
 
 
-class VDT_ClipFolder(io.ComfyNode):
+class VDT_ClipFolder(VdtNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -168,7 +169,7 @@ def _mean(values: list[float]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-class VDT_BatchReport(io.ComfyNode):
+class VDT_BatchReport(VdtNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

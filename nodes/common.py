@@ -21,14 +21,28 @@ def category(family: str) -> str:
 
 
 class Progress:
-    """ComfyUI progress bar + interrupt check, handed to kernels as a plain `step()` callable."""
+    """ComfyUI progress bar + interrupt check, handed to kernels as a plain `step()` callable.
 
-    def __init__(self, total: int):
-        self.bar = comfy.utils.ProgressBar(max(int(total), 1))
+    `total` is the number of steps the node will report. Where the work is only known as it goes (`grows=True`:
+    HeFT's speculative mode redoes steps after a wrong guess) the total is extended by the first estimate each time
+    the count reaches it, so the bar shows the work left instead of sitting at 100 %; `finish()` fills it."""
+
+    def __init__(self, total: int, grows: bool = False):
+        self.total = self.estimate = max(int(total), 1)
+        self.done = 0
+        self.grows = grows
+        self.bar = comfy.utils.ProgressBar(self.total)
 
     def __call__(self, n: int = 1) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
-        self.bar.update(n)
+        self.done += n
+        if self.grows and self.done >= self.total:
+            self.total = self.done + self.estimate
+        self.bar.update_absolute(min(self.done, self.total), self.total)
+
+    def finish(self) -> None:
+        self.done = self.total
+        self.bar.update_absolute(self.total, self.total)
 
 
 def check_interrupt() -> None:

@@ -12,6 +12,7 @@ from ..kernels.metrics_tapvid import evaluate_tracks
 from .common import Progress, Tracks, category, output_path
 from .evaluation import _frame_size
 from .timing import seconds_of
+from .inputs import VdtNode
 
 MAX_METHODS = 8
 COLUMNS = ("method", "AJ", "delta_avg", "OA", "seconds", "points", "frames")
@@ -78,7 +79,7 @@ def write_csv(prefix: str, rows: list[dict]) -> str:
     return f"{subfolder}/{name}" if subfolder else name
 
 
-class VDT_CompareTrackers(io.ComfyNode):
+class VDT_CompareTrackers(VdtNode):
     @classmethod
     def define_schema(cls):
         optional = [Tracks.Input(f"tracks_{i}", optional=True,

@@ -9,6 +9,7 @@ from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
 from .common import Features, Progress, category
+from .inputs import VdtNode, seed_input, video_input
 from .timing import now, stamp_features
 
 SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1, Wan 2.2 "
@@ -37,7 +38,7 @@ def _first_frame(name: str, image, size: tuple[int, int]) -> torch.Tensor:
     return img[:1, ..., :3].float()
 
 
-class VDT_ExtractDiffusionFeatures(io.ComfyNode):
+class VDT_ExtractDiffusionFeatures(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -52,7 +53,7 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
                                                 "Model), or SVD (Image Only Checkpoint Loader)."),
                 io.Vae.Input("vae", tooltip="The model's VAE (the Wan 2.1 VAE for Wan 2.1, Wan 2.2 14B and Cosmos-Predict2; "
                                             "the checkpoint's VAE for SVD)."),
-                io.Image.Input("images", tooltip="The clip [frames,H,W,3]."),
+                video_input(what="The clip"),
                 io.Int.Input("layer", default=18, min=0, max=255,
                              tooltip="Transformer block index (0-based). HeFT: 18 for Wan2.1-1.3B and Cosmos-2B."),
                 io.Combo.Input("kind", options=["k", "q", "block"], default="k",
@@ -74,8 +75,7 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
                 io.Int.Input("overlap", default=0, min=0, max=1023,
                              tooltip="Frames shared by consecutive windows (split in the middle; a short final "
                                      "window borrows earlier frames and drops their features)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed (same inputs + seed = same features)."),
+                seed_input("Noise seed (same inputs + seed = same features).", control_after_generate=True),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="Text conditioning (umT5 for Wan); default: empty prompt as an "
                                               "all-zero context."),
@@ -111,7 +111,7 @@ class VDT_ExtractDiffusionFeatures(io.ComfyNode):
         return io.NodeOutput(stamp_features(feats[spec.keys()[0]], start))
 
 
-class VDT_CounterfactualRegenerate(io.ComfyNode):
+class VDT_CounterfactualRegenerate(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -126,7 +126,7 @@ class VDT_CounterfactualRegenerate(io.ComfyNode):
                 io.Model.Input("model", tooltip="An image-to-video model: Wan 2.1/2.2 I2V, Cosmos-Predict2 Video2World "
                                                 "or SVD."),
                 io.Vae.Input("vae", tooltip="The model's VAE."),
-                io.Image.Input("images", tooltip="The clip to regenerate (usually rebalanced, marker pasted on frame 0)."),
+                video_input(what="The clip to regenerate (usually rebalanced, marker pasted on frame 0)"),
                 io.Image.Input("edited_first_frame", tooltip="Positive image prompt: frame 0 with the marker."),
                 io.Image.Input("unedited_first_frame", tooltip="Negative image prompt: frame 0 without the marker."),
                 io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
@@ -137,8 +137,7 @@ class VDT_CounterfactualRegenerate(io.ComfyNode):
                 io.Float.Input("guidance", default=8.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Counterfactual guidance w (lambda). Not given in the paper; 8 is from an "
                                        "unofficial implementation (unverified). 0 = plain conditional sampling."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed."),
+                seed_input(control_after_generate=True),
                 io.ClipVision.Input("clip_vision", optional=True,
                                     tooltip="CLIP vision model (clip_vision_h) for Wan 2.1 I2V: both first frames "
                                             "are encoded with it. Not needed for Wan 2.2 I2V."),

@@ -11,9 +11,13 @@ from ..kernels.checks import check_mask, check_tracks, check_video
 from ..kernels.metrics_davis import VOID_LABEL, evaluate_davis
 from ..kernels.metrics_tapvid import EVAL_SIZE, THRESHOLDS, evaluate_tracks
 from .common import Progress, Tracks, category, output_path
+from .inputs import VdtNode, filename_prefix_input, video_input
 
-PREFIX_TOOLTIP = ("Optional: also save the report as JSON under ComfyUI's output folder with this "
-                  "prefix (subfolders allowed). Empty = do not save.")
+
+
+def _report_prefix_input():
+    return filename_prefix_input("", "Optional: also save the report as JSON with this prefix (empty = do not "
+                                     "save),", optional=True)
 
 
 def _frame_size(name: str, value) -> tuple[int, int] | None:
@@ -57,7 +61,7 @@ def _fmt(v: float) -> str:
     return "   nan" if math.isnan(v) else f"{v:6.2f}"
 
 
-class VDT_TapVidReport(io.ComfyNode):
+class VDT_TapVidReport(VdtNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -77,10 +81,9 @@ class VDT_TapVidReport(io.ComfyNode):
                 io.Combo.Input("query_mode", options=["first", "strided"], default="first",
                                tooltip="first: score frames after each query (first visible frame); strided: "
                                        "score every frame except the query frame (needs backward tracking)."),
-                io.Image.Input("images", optional=True,
-                               tooltip="Optional: the frames the prediction was computed on, for the frame size "
-                                       "when the tracks carry no 'frame_size'."),
-                io.String.Input("filename_prefix", default="", optional=True, tooltip=PREFIX_TOOLTIP),
+                video_input(optional=True, what="Optional: the frames the prediction was computed on, for the "
+                                                "frame size when the tracks carry no 'frame_size'"),
+                _report_prefix_input(),
             ],
             outputs=[
                 io.String.Output("report", display_name="report", tooltip="Readable metric table."),
@@ -160,7 +163,7 @@ class VDT_TapVidReport(io.ComfyNode):
         return "\n".join(lines)
 
 
-class VDT_DavisReport(io.ComfyNode):
+class VDT_DavisReport(VdtNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -179,7 +182,7 @@ class VDT_DavisReport(io.ComfyNode):
                                        "objects = 1..max id of the first ground-truth frame."),
                 io.Boolean.Input("drop_first_last", default=True,
                                  tooltip="Skip the first (given) and last frames, as the official DAVIS script."),
-                io.String.Input("filename_prefix", default="", optional=True, tooltip=PREFIX_TOOLTIP),
+                _report_prefix_input(),
             ],
             outputs=[
                 io.String.Output("report", display_name="report", tooltip="Readable metric table."),

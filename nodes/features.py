@@ -9,6 +9,7 @@ from ..kernels.feature_select import spatial_lowpass as lowpass_maps
 from ..kernels.fusion import fuse_feature_dicts
 from ..kernels.pixel_features import patch_features
 from .common import Features, Progress, category
+from .inputs import VdtNode, seed_input, video_input
 from .timing import now, stamp_features
 
 
@@ -48,7 +49,7 @@ def parse_rope_dims(text: str) -> tuple[int, int, int]:
     return dims
 
 
-class VDT_PixelFeatures(io.ComfyNode):
+class VDT_PixelFeatures(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -58,13 +59,13 @@ class VDT_PixelFeatures(io.ComfyNode):
             description="Model-free features: colour patches (optionally randomly projected), so the trackers run "
                         "without a diffusion model.",
             inputs=[
-                io.Image.Input("images", tooltip="Video frames [T,H,W,3]."),
+                video_input(what="The video frames"),
                 io.Int.Input("patch_size", default=8, min=1, max=64,
                              tooltip="Patch size and stride in pixels; one feature cell per patch."),
                 io.Int.Input("projection_dim", default=0, min=0, max=4096,
                              tooltip="0 = raw 3*p*p colour values; otherwise a fixed random projection to this "
                                      "many channels."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the random projection."),
+                seed_input("Seed of the random projection.", max=2 ** 31 - 1),
                 io.Boolean.Input("center", default=True,
                                  tooltip="Subtract the clip's mean colour first, so cosine similarity compares "
                                          "colours rather than brightness."),
@@ -84,7 +85,7 @@ class VDT_PixelFeatures(io.ComfyNode):
         return io.NodeOutput(stamp_features(out, start))
 
 
-class VDT_SelectHeadsFrequencies(io.ComfyNode):
+class VDT_SelectHeadsFrequencies(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -139,7 +140,7 @@ class VDT_SelectHeadsFrequencies(io.ComfyNode):
 
 
 
-class VDT_FuseFeatures(io.ComfyNode):
+class VDT_FuseFeatures(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -14,6 +14,7 @@ from ..kernels.head_search import RANK_KEYS, parse_float_list, search_heads, tab
 from ..kernels.heft_tracker import FB_MODES
 from .common import Backbone, Progress, Tracks, category, output_path
 from .features import parse_rope_dims
+from .inputs import VdtNode
 
 MAX_LAYERS = 64
 
@@ -60,7 +61,7 @@ def known_queries(path: torch.Tensor, vis: torch.Tensor, tracks: dict) -> tuple[
     return torch.cat([t0[:, None].float(), xy], 1), keep
 
 
-class VDT_HeFTHeadSearch(io.ComfyNode):
+class VDT_HeFTHeadSearch(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -6,9 +6,10 @@ from comfy_api.latest import io, ui
 
 from ..kernels.heft_presets import PRESETS, get_preset
 from .common import category
+from .inputs import VdtNode
 
 
-class VDT_HeFTPreset(io.ComfyNode):
+class VDT_HeFTPreset(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -13,9 +13,7 @@ from ..kernels.red_tracker import track_red_markers
 from ..kernels.tracks_io import parse_points
 from .timing import now, stamp_tracks
 from .common import Progress, Tracks, category
-
-POINTS_TOOLTIP = ("Points in pixels: KJNodes JSON [{\"x\":..,\"y\":..}] (optional \"t\" = query frame) or one "
-                  "'x,y[,t]' per line.")
+from .inputs import VdtNode, pixels_radius_input, points_input, tracks_input, video_input
 FRAMES = ["query frame", "all frames"]
 
 
@@ -45,7 +43,7 @@ def _visible_track_points(tracks, frames: int, size: tuple[int, int]) -> torch.T
     return torch.cat([tt[inside, None].float(), xy[inside]], 1)
 
 
-class VDT_DrawMarkers(io.ComfyNode):
+class VDT_DrawMarkers(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -55,18 +53,18 @@ class VDT_DrawMarkers(io.ComfyNode):
             description="Paste anti-aliased filled dots (default pure red, radius 2 px) at the points: the "
                         "Point Prompting marker.",
             inputs=[
-                io.Image.Input("images", tooltip="The video to mark."),
-                io.String.Input("points", multiline=True, default="", tooltip=POINTS_TOOLTIP),
+                video_input(what="The video to mark"),
+                points_input(default="", note="Ignored when tracks are connected."),
                 io.String.Input("color", default="#ff0000", tooltip="Marker colour, '#rrggbb' or 'r,g,b' (0..255)."),
-                io.Float.Input("radius", default=2.0, min=0.25, max=64.0, step=0.25,
-                               tooltip="Dot radius in pixels of these frames (the paper's best: 2 at 480x832)."),
+                pixels_radius_input("radius", 2.0, 0.25, 64.0, "Dot radius in these frames (the paper's best: 2 at "
+                                                               "480x832).", step=0.25),
                 io.Combo.Input("frames", options=FRAMES, default="query frame",
                                tooltip="query frame: each dot only on its point's query frame (t, default 0). "
                                        "all frames: the same dot position on every frame."),
-                Tracks.Input("tracks", optional=True,
-                             tooltip="Optional: draw a dot at every visible position of these tracks instead of the "
-                                     "points (what a perfect regeneration would show; useful to check the colour "
-                                     "tracker on ground truth)."),
+                tracks_input(optional=True, what="Optional: draw a dot at every visible position of these tracks "
+                                                 "instead of the points (what a perfect regeneration would show; "
+                                                 "useful to check the colour tracker on ground truth); scaled to "
+                                                 "the video if their frame_size differs"),
             ],
             outputs=[io.Image.Output("marked", display_name="images", tooltip="The marked video.")],
         )
@@ -88,7 +86,7 @@ class VDT_DrawMarkers(io.ComfyNode):
         return io.NodeOutput(draw_markers(v, q.to(v.device), parse_color(color), float(radius)))
 
 
-class VDT_RebalanceColors(io.ComfyNode):
+class VDT_RebalanceColors(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -98,7 +96,7 @@ class VDT_RebalanceColors(io.ComfyNode):
             description="Lower the saturation of red hues so natural reds are not mistaken for the red marker; "
                         "other colours are returned unchanged.",
             inputs=[
-                io.Image.Input("images", tooltip="The video to rebalance (before the marker is drawn)."),
+                video_input(what="The video to rebalance (before the marker is drawn)"),
                 io.Float.Input("strength", default=0.8, min=0.0, max=1.0, step=0.05,
                                tooltip="Fraction of saturation removed from hues within hue_width of red."),
                 io.Float.Input("hue_width", default=20.0, min=1.0, max=90.0, step=1.0,
@@ -113,7 +111,7 @@ class VDT_RebalanceColors(io.ComfyNode):
         return io.NodeOutput(rebalance_colors(check_video("images", images), float(strength), float(hue_width)))
 
 
-class VDT_TrackRedMarkers(io.ComfyNode):
+class VDT_TrackRedMarkers(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -124,16 +122,16 @@ class VDT_TrackRedMarkers(io.ComfyNode):
                         "radius, refined by the blob centroid; no red pixel = occluded, the radius grows until "
                         "the dot reappears. Frames before a point's query frame are not visible.",
             inputs=[
-                io.Image.Input("images", tooltip="The regenerated (marked) video."),
-                io.String.Input("points", multiline=True, default="", tooltip=POINTS_TOOLTIP),
-                io.Float.Input("radius", default=20.0, min=1.0, max=4096.0, step=1.0,
-                               tooltip="Initial search radius r0 in pixels around the previous position."),
+                video_input(what="The regenerated (marked) video"),
+                points_input(default="", note="Where the markers were drawn."),
+                pixels_radius_input("radius", 20.0, 1.0, 4096.0, "Initial search radius r0 around the previous "
+                                                                  "position.", step=1.0),
                 io.Float.Input("growth", default=1.5, min=1.0, max=10.0, step=0.1,
                                tooltip="Search radius multiplier per frame without the marker (capped at the "
                                        "image diagonal, back to r0 once found)."),
-                io.Float.Input("centroid_radius", default=6.0, min=0.5, max=256.0, step=0.5,
-                               tooltip="Red pixels within this distance of the nearest one are averaged "
-                                       "(about 3 x the marker radius)."),
+                pixels_radius_input("centroid_radius", 6.0, 0.5, 256.0, "Red pixels within this distance of the "
+                                                                         "nearest one are averaged (about 3 x the "
+                                                                         "marker radius)."),
                 io.Float.Input("h_low", default=10.0, min=0.0, max=180.0, step=1.0,
                                tooltip="Red hue: H <= h_low (OpenCV scale 0..180)."),
                 io.Float.Input("h_high", default=170.0, min=0.0, max=180.0, step=1.0,

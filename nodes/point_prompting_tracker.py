@@ -13,13 +13,14 @@ from ..backbones.point_prompting import MODES, PointPrompting, PointPromptingSet
 from ..kernels.checks import check_video
 from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks, category
-from .point_prompting import POINTS_TOOLTIP, parse_color
+from .point_prompting import parse_color
+from .inputs import VdtNode, points_input
 
 CLIPS = ["first generation", "all generations"]
 CLIPS_LIMIT_BYTES = 4 << 30      # "all generations" refused above this (float32 frames held in memory)
 
 
-class VDT_PointPromptingTracker(io.ComfyNode):
+class VDT_PointPromptingTracker(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -40,7 +41,7 @@ class VDT_PointPromptingTracker(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The model's VAE."),
                 io.Image.Input("images", tooltip="The clip [frames,H,W,3], at least 2 frames. Resize it to the size "
                                                  "the model works at (the paper: 480x832 for Wan) beforehand."),
-                io.String.Input("points", multiline=True, default="", tooltip=POINTS_TOOLTIP),
+                points_input(default=""),
                 io.Float.Input("noise_level", default=0.5, min=0.01, max=1.0, step=0.01,
                                tooltip="SDEdit strength: fraction of the schedule re-run (paper: 0.5)."),
                 io.Int.Input("steps", default=50, min=1, max=1000,

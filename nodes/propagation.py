@@ -9,6 +9,7 @@ from ..kernels.keypoint_propagation import propagate_keypoints
 from ..kernels.propagation import propagate_label_map
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
+from .inputs import VdtNode, cells_radius_input, points_input, video_input
 
 MASK_KINDS = ["binary", "label map", "object per batch entry"]
 # DAVIS palette for objects 1.. (background is not tinted)
@@ -79,7 +80,7 @@ def overlay(images: torch.Tensor, labels: torch.Tensor, opacity: float) -> torch
     return (rgb * (1 - a) + col * a).clamp(0, 1)
 
 
-class VDT_PropagateLabels(io.ComfyNode):
+class VDT_PropagateLabels(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -91,8 +92,8 @@ class VDT_PropagateLabels(io.ComfyNode):
                         "temperature. Use TED/DIFT/backbone features.",
             inputs=[
                 Features.Input("features", tooltip="Per-frame features (VDT_FEATURES) of the clip."),
-                io.Image.Input("images", tooltip="The frames the features were computed on (same count and size); "
-                                                 "used for the overlay and the output size."),
+                video_input(what="The frames the features were computed on (same count and size; used for the "
+                                 "overlay and the output size)"),
                 io.Mask.Input("mask", tooltip="First-frame object mask(s) at frame size; see mask_kind."),
                 io.Combo.Input("mask_kind", options=MASK_KINDS, default="binary",
                                tooltip="binary: one object, pixels > 0.5 of the first mask. label map: the first mask "
@@ -101,8 +102,8 @@ class VDT_PropagateLabels(io.ComfyNode):
                 io.Int.Input("n_context", default=28, min=0, max=256,
                              tooltip="Recent predicted frames kept as context besides the first frame (DIFT 28, "
                                      "DINO 7)."),
-                io.Int.Input("radius", default=15, min=0, max=512,
-                             tooltip="Neighbourhood: sources within this many feature cells (square window)."),
+                cells_radius_input("radius", 15, 0, 512, "Neighbourhood: sources within this many cells (square "
+                                                          "window)."),
                 io.Int.Input("top_k", default=10, min=1, max=1024,
                              tooltip="Sources kept per target cell, jointly over all context frames."),
                 io.Float.Input("temperature", default=0.1, min=0.001, max=10.0, step=0.01,
@@ -138,7 +139,7 @@ class VDT_PropagateLabels(io.ComfyNode):
         return io.NodeOutput(out.float(), labels.float(), overlay(frames, labels, overlay_opacity))
 
 
-class VDT_PropagateKeypoints(io.ComfyNode):
+class VDT_PropagateKeypoints(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -149,13 +150,11 @@ class VDT_PropagateKeypoints(io.ComfyNode):
                         "propagated like masks; each frame's point is the weighted mean of its 3 best cells.",
             inputs=[
                 Features.Input("features", tooltip="Per-frame features (VDT_FEATURES) of the clip."),
-                io.String.Input("points", multiline=True, default="",
-                                tooltip="Keypoints at frame 0 in pixels: KJNodes JSON [{\"x\":..,\"y\":..}] or one "
-                                        "'x,y' per line. A 't' other than 0 is an error."),
+                points_input(default="", note="Keypoints at frame 0: a 't' other than 0 is an error."),
                 io.Int.Input("n_context", default=20, min=0, max=256,
                              tooltip="Recent predicted frames kept as context besides the first frame (CRW 20)."),
-                io.Int.Input("radius", default=15, min=0, max=512,
-                             tooltip="Neighbourhood: sources within this many feature cells (square window)."),
+                cells_radius_input("radius", 15, 0, 512, "Neighbourhood: sources within this many cells (square "
+                                                          "window)."),
                 io.Int.Input("top_k", default=10, min=1, max=1024,
                              tooltip="Sources kept per target cell, jointly over all context frames."),
                 io.Float.Input("temperature", default=0.1, min=0.001, max=10.0, step=0.01,

@@ -13,6 +13,7 @@ from ..backbones.protocol import FeatureSpec
 from ..kernels.checks import check_video
 from .common import Features, Progress, category
 from .timing import now, stamp_features
+from .inputs import VdtNode
 
 # TED Table 6 (motion timestep of 1000, fusion alpha, softmax temperature, propagation radius in feature cells,
 # top-k); window 16 with overlap 2 (Sec. 4.4: overlap l = 2 is enough). The number of recent context frames is
@@ -34,7 +35,7 @@ def ted_preset(name: str) -> dict:
     return {**TED_COMMON, **TED_PRESETS[name]}
 
 
-class VDT_TEDPreset(io.ComfyNode):
+class VDT_TEDPreset(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -92,7 +93,7 @@ def video_model_frame_features(model, vae, frames: torch.Tensor, layer: int, tim
     return out
 
 
-class VDT_ExtractAppearanceFeatures(io.ComfyNode):
+class VDT_ExtractAppearanceFeatures(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -1,143 +1,288 @@
-"""Point tracking from VDT_FEATURES: nearest neighbour (Track4Gen), HeFT soft-argmax, DiffTrack q-k matching."""
+"""Tracking family: point trackers, one node per method. From VDT_FEATURES: nearest neighbour (Track4Gen),
+HeFT soft-argmax, DiffTrack q-k matching; from the frames: OpenCV optical flow. `VDT_TrackPoints` (all three
+feature methods in one node) stays, deprecated, so saved workflows keep loading and running."""
 from __future__ import annotations
 
 import comfy.model_management
 import torch
 from comfy_api.latest import io
 
+from ..kernels.checks import check_video
 from ..kernels.difftrack import track_difftrack
+from ..kernels.flow_tracker import track_with_flow
 from ..kernels.heft_tracker import track_heft
 from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
 from .features import check_features
+from .inputs import VdtNode, cells_radius_input, pixels_radius_input, points_input, video_input
 from .timing import now, stamp_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
 HEFT_RESOLUTION = ["pixels", "feature grid"]
 FB_MODES = ["speculative", "sequential", "batched"]
 DIFFTRACK_SCALES = ["heads", "head_dim"]
+FLOW_METHODS = ["dis", "farneback"]
 
 
 def _device() -> torch.device:
     return comfy.model_management.get_torch_device()
 
 
-class VDT_TrackPoints(io.ComfyNode):
+def _choice(name: str, value, options: list[str]) -> str:
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {options}, got {value!r}")
+    return value
+
+
+def _features_and_points(features, points, heads_axis):
+    f = check_features("features", features, heads_axis=heads_axis)
+    queries = parse_points(points, f["features"].shape[0], f["frame_size"])
+    return f, f["features"].to(_device(), torch.float32), queries   # half-precision features: kernels use float32
+
+
+def _tracks(start, upstream, path, vis, queries, frame_size, **extra) -> dict:
+    """TRACKS with the tracker's extras, stamped with the seconds of the whole chain (see timing)."""
+    tracks = {"track_path": path.float().cpu(), "track_visibility": vis.bool().cpu(), "query_points": queries.cpu(),
+              "frame_size": tuple(frame_size), **{k: v.cpu() for k, v in extra.items()}}
+    return stamp_tracks(tracks, start, *upstream)
+
+
+def run_nearest_neighbour(features, points, threshold, refine_radius, refine_temperature) -> dict:
+    start = now()
+    f, x, queries = _features_and_points(features, points, heads_axis=False)
+    path, vis, conf = track_nearest_neighbour(x, f["stride"], queries, f["frame_size"], float(threshold),
+                                              int(refine_radius), float(refine_temperature),
+                                              progress=Progress(x.shape[0]))
+    return _tracks(start, (features,), path, vis, queries, f["frame_size"], confidence=conf)
+
+
+def run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_alpha, temperature, resolution,
+             fb_mode) -> dict:
+    start = now()
+    _choice("resolution", resolution, HEFT_RESOLUTION)
+    _choice("fb_mode", fb_mode, FB_MODES)
+    f, x, queries = _features_and_points(features, points, heads_axis=False)
+    tq = queries[:, 0].long()
+    steps = max(int(torch.maximum(x.shape[0] - 1 - tq, tq).max()), 1)
+    # forward steps + backward checks; 'speculative' redoes both from a point's first wrong guess, so its total
+    # grows when that happens (the bar never sits at 100 % while the tracker works)
+    progress = Progress(steps * (1 if fb_mode == "sequential" else 2), grows=fb_mode == "speculative")
+    path, vis, err = track_heft(x, f["stride"], queries, f["frame_size"], float(argmax_radius), float(search_radius),
+                                float(vis_threshold), float(ema_alpha), float(temperature),
+                                upsample=resolution == "pixels", fb_mode=fb_mode, progress=progress)
+    progress.finish()
+    return _tracks(start, (features,), path, vis, queries, f["frame_size"], fb_error=err)
+
+
+def run_difftrack(features, points, scale, key_features=None) -> dict:
+    start = now()
+    _choice("scale", scale, DIFFTRACK_SCALES)
+    f, x, queries = _features_and_points(features, points, heads_axis=None)
+    keys = None
+    if key_features is not None:
+        k = check_features("key_features", key_features)
+        if k["features"].shape != x.shape:
+            raise ValueError(f"key_features: shape {tuple(k['features'].shape)} does not match features "
+                             f"{tuple(x.shape)}")
+        if k["stride"] != f["stride"] or k["frame_size"] != f["frame_size"]:
+            raise ValueError("key_features: stride/frame_size differ from features")
+        keys = k["features"].to(x.device, torch.float32)
+    n_src = int(queries[:, 0].unique().numel())
+    progress = Progress(n_src * max(x.shape[0] - 1, 1))
+    path, vis, conf = track_difftrack(x, keys, f["stride"], queries, f["frame_size"], scale=scale, progress=progress)
+    return _tracks(start, (features, key_features), path, vis, queries, f["frame_size"], confidence=conf)
+
+
+# ------------------------------------------------------------------------------------------- inputs per method
+
+FEATURES_TOOLTIP = ("VDT_FEATURES [T,C,h,w] (pick one head of q/k with 'VDT Select Heads/Frequencies' first). "
+                    "Points are in the pixel frame of its frame_size.")
+
+
+def _nn_inputs(prefix: str = "") -> list:
+    return [
+        io.Float.Input(f"{prefix}threshold", default=0.6, min=-1.0, max=1.0, step=0.01,
+                       tooltip="Occluded when the best cosine is below this (0.6, after DINO-Tracker)."),
+        cells_radius_input(f"{prefix}refine_radius", 0, 0, 16,
+                           "0 = hard argmax (published); r > 0 = soft-argmax over the (2r+1)^2 cells around the "
+                           "argmax for sub-cell positions."),
+        io.Float.Input(f"{prefix}refine_temperature", default=0.05, min=0.001, max=10.0, step=0.001,
+                       tooltip="Softmax temperature of the optional refinement."),
+    ]
+
+
+def _heft_inputs() -> list:
+    return [
+        pixels_radius_input("argmax_radius", 17.0, 0.0, 1024.0,
+                            "Soft-argmax disk around the argmax (Wan 17, Cosmos 18, CogVideoX 13)."),
+        pixels_radius_input("search_radius", 42.0, 1.0, 4096.0,
+                            "Search disk around the previous position (Wan/Cosmos 42, CogVideoX 43); unbounded "
+                            "after a frame predicted occluded."),
+        pixels_radius_input("vis_threshold", 18.0, 0.0, 4096.0,
+                            "Visible iff the forward-backward RMS gap is at most this (Wan 18, Cosmos 26, "
+                            "CogVideoX 27)."),
+        io.Float.Input("ema_alpha", default=0.05, min=0.0, max=1.0, step=0.01,
+                       tooltip="Query-descriptor EMA weight (0.05 Wan/Cosmos, 0.1 CogVideoX; 0 = fixed query)."),
+        io.Float.Input("temperature", default=1.0, min=0.001, max=100.0, step=0.01,
+                       tooltip="Softmax temperature over cosine (1 in HeFT)."),
+    ]
+
+
+RESOLUTION_TOOLTIP = ("'pixels' = cosine of the bilinearly upsampled features at every pixel, as published "
+                      "(sub-cell accurate); 'feature grid' = match on feature cells (much faster, positions pulled "
+                      "towards cell centres).")
+FB_MODE_TOOLTIP = ("Forward-backward visibility. 'speculative' = the published algorithm (visibility feeds the next "
+                   "frame's search radius and EMA), computed by guessing visibilities, checking all frames' "
+                   "backward tracks together and restarting a point from its first wrong guess: same result as "
+                   "'sequential', O(T x surprises) batched steps (best on a GPU). 'sequential' = the same result "
+                   "step by step: O(T^2) small steps (least work on CPU). 'batched' = forward pass first, then all "
+                   "backward checks together, no feedback: O(T) steps, not the published algorithm.")
+SCALE_TOOLTIP = "Softmax scale sqrt(number of heads) (the published code's quirk) or sqrt(head_dim)."
+KEYS_TOOLTIP = "Per-head keys [T,heads,C,h,w]; if absent, 'features' serves as both queries and keys."
+
+
+class VDT_TrackNearestNeighbour(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="VDT_TrackPoints",
-            display_name="VDT Track Points",
+            node_id="VDT_TrackNearestNeighbour",
+            display_name="VDT Track Points (Nearest Neighbour)",
             category=category("tracking"),
-            description="Track query points through the clip by matching diffusion (or pixel) features.",
+            description="Track4Gen-style zero-shot tracking: each query's descriptor is matched to every frame by "
+                        "cosine similarity (hard argmax); occluded when the best cosine is below the threshold.",
+            inputs=[Features.Input("features", tooltip=FEATURES_TOOLTIP), points_input(), *_nn_inputs()],
+            outputs=[Tracks.Output(display_name="tracks")],
+        )
+
+    @classmethod
+    def execute(cls, features, points, threshold=0.6, refine_radius=0, refine_temperature=0.05) -> io.NodeOutput:
+        return io.NodeOutput(run_nearest_neighbour(features, points, threshold, refine_radius, refine_temperature))
+
+
+class VDT_TrackHeFT(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_TrackHeFT",
+            display_name="VDT Track Points (HeFT)",
+            category=category("tracking"),
+            description="HeFT tracking: windowed soft-argmax around the previous position, query-descriptor EMA, "
+                        "forward-backward visibility (an occluded frame unbounds the next search).",
             inputs=[
-                Features.Input("features",
-                               tooltip="VDT_FEATURES. nearest_neighbour/heft: [T,C,h,w] (select a head first for "
-                                       "q/k); difftrack: per-head queries [T,heads,C,h,w] (or [T,C,h,w]). Points "
-                                       "are in the pixel frame of its frame_size."),
-                io.String.Input("points", multiline=True, default='[{"x": 64, "y": 64}]',
-                                tooltip='Query points in pixels: KJNodes JSON [{"x":..,"y":..}] with optional "t" '
-                                        "(query frame, default 0), or one 'x,y[,t]' per line."),
-                io.Combo.Input("method", options=METHODS, default="heft_soft_argmax",
-                               tooltip="nearest_neighbour: cosine hard argmax, occluded below the threshold "
-                                       "(Track4Gen/SVD). heft_soft_argmax: windowed soft-argmax + query EMA + "
-                                       "forward-backward visibility (HeFT). difftrack: symmetric q-k attention "
-                                       "matching, no occlusion (DiffTrack)."),
-                io.Float.Input("nn_threshold", default=0.6, min=-1.0, max=1.0, step=0.01,
-                               tooltip="nearest_neighbour: occluded when the best cosine is below this (0.6, "
-                                       "after DINO-Tracker)."),
-                io.Int.Input("nn_refine_radius", default=0, min=0, max=16,
-                             tooltip="nearest_neighbour: 0 = hard argmax (published); r > 0 = soft-argmax over the "
-                                     "(2r+1)^2 cells around the argmax for sub-cell positions."),
-                io.Float.Input("nn_refine_temperature", default=0.05, min=0.001, max=10.0, step=0.001,
-                               tooltip="nearest_neighbour: softmax temperature of the optional refinement."),
-                io.Float.Input("argmax_radius", default=17.0, min=0.0, max=1024.0, step=0.5,
-                               tooltip="heft: soft-argmax disk around the argmax, pixels (Wan 17, Cosmos 18, "
-                                       "CogVideoX 13)."),
-                io.Float.Input("search_radius", default=42.0, min=1.0, max=4096.0, step=0.5,
-                               tooltip="heft: search disk around the previous position, pixels (Wan/Cosmos 42, "
-                                       "CogVideoX 43); unbounded after a frame predicted occluded."),
-                io.Float.Input("vis_threshold", default=18.0, min=0.0, max=4096.0, step=0.5,
-                               tooltip="heft: visible iff the forward-backward RMS gap is at most this many pixels "
-                                       "(Wan 18, Cosmos 26, CogVideoX 27)."),
-                io.Float.Input("ema_alpha", default=0.05, min=0.0, max=1.0, step=0.01,
-                               tooltip="heft: query-descriptor EMA weight (0.05 Wan/Cosmos, 0.1 CogVideoX; 0 = "
-                                       "fixed query)."),
-                io.Float.Input("temperature", default=1.0, min=0.001, max=100.0, step=0.01,
-                               tooltip="heft: softmax temperature over cosine (1 in HeFT)."),
-                io.Combo.Input("heft_resolution", options=HEFT_RESOLUTION, default="pixels",
-                               tooltip="heft: 'pixels' = cosine of the bilinearly upsampled features at every "
-                                       "pixel, as published (sub-cell accurate); 'feature grid' = match on feature "
-                                       "cells (much faster, positions pulled towards cell centres)."),
-                io.Combo.Input("fb_mode", options=FB_MODES, default="speculative",
-                               tooltip="heft forward-backward visibility. 'speculative' = the published algorithm "
-                                       "(visibility feeds the next frame's search radius and EMA), computed by "
-                                       "guessing visibilities, checking all frames' backward tracks together and "
-                                       "restarting a point from its first wrong guess: same result as "
-                                       "'sequential', O(T x surprises) batched steps (best on a GPU). "
-                                       "'sequential' = the same result step by step: O(T^2) small steps (least "
-                                       "work on CPU). 'batched' = forward pass first, then all backward checks "
-                                       "together, no feedback: O(T) steps, not the published algorithm."),
-                io.Combo.Input("difftrack_scale", options=DIFFTRACK_SCALES, default="heads",
-                               tooltip="difftrack: softmax scale sqrt(number of heads) (the published code's quirk) "
-                                       "or sqrt(head_dim)."),
-                Features.Input("key_features", optional=True,
-                               tooltip="difftrack: per-head keys [T,heads,C,h,w]; if absent, 'features' serves as "
-                                       "both queries and keys."),
+                Features.Input("features", tooltip=FEATURES_TOOLTIP), points_input(), *_heft_inputs(),
+                io.Combo.Input("resolution", options=HEFT_RESOLUTION, default="pixels", tooltip=RESOLUTION_TOOLTIP),
+                io.Combo.Input("fb_mode", options=FB_MODES, default="speculative", tooltip=FB_MODE_TOOLTIP),
             ],
             outputs=[Tracks.Output(display_name="tracks")],
         )
 
     @classmethod
-    def execute(cls, features, points, method, nn_threshold, nn_refine_radius, nn_refine_temperature,
-                argmax_radius, search_radius, vis_threshold, ema_alpha, temperature, heft_resolution, fb_mode,
-                difftrack_scale, key_features=None) -> io.NodeOutput:
-        start = now()
-        if method not in METHODS:
-            raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-        f = check_features("features", features, heads_axis=None if method == "difftrack" else False)
-        x = f["features"]
-        t_total = x.shape[0]
-        queries = parse_points(points, t_total, f["frame_size"])
-        dev = _device()
-        x = x.to(dev, torch.float32)     # half-precision backbone features: the kernels work in float32
-        extra = {}
+    def execute(cls, features, points, argmax_radius=17.0, search_radius=42.0, vis_threshold=18.0, ema_alpha=0.05,
+                temperature=1.0, resolution="pixels", fb_mode="speculative") -> io.NodeOutput:
+        return io.NodeOutput(run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_alpha,
+                                      temperature, resolution, fb_mode))
+
+
+class VDT_TrackDiffTrack(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_TrackDiffTrack",
+            display_name="VDT Track Points (DiffTrack)",
+            category=category("tracking"),
+            description="DiffTrack matching: symmetric query-key attention between the query frame and every "
+                        "frame, per head, soft-argmax of the averaged map; no occlusion output (all visible).",
+            inputs=[
+                Features.Input("features", tooltip="Per-head queries [T,heads,C,h,w] (or [T,C,h,w]) as VDT_FEATURES."),
+                points_input(),
+                io.Combo.Input("scale", options=DIFFTRACK_SCALES, default="heads", tooltip=SCALE_TOOLTIP),
+                Features.Input("key_features", optional=True, tooltip=KEYS_TOOLTIP),
+            ],
+            outputs=[Tracks.Output(display_name="tracks")],
+        )
+
+    @classmethod
+    def execute(cls, features, points, scale="heads", key_features=None) -> io.NodeOutput:
+        return io.NodeOutput(run_difftrack(features, points, scale, key_features))
+
+
+class VDT_TrackPoints(VdtNode):
+    """Deprecated: the three feature trackers in one node (9 of its 14 inputs belong to one method). Kept so
+    saved workflows load and run; new graphs use the per-method nodes."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_TrackPoints",
+            display_name="VDT Track Points (deprecated)",
+            category=category("tracking"),
+            description="Deprecated: use 'VDT Track Points (Nearest Neighbour)', '(HeFT)' or '(DiffTrack)'. "
+                        "Runs the chosen method with the same results.",
+            is_deprecated=True,
+            inputs=[
+                Features.Input("features", tooltip=FEATURES_TOOLTIP + " difftrack: per-head queries."),
+                points_input(),
+                io.Combo.Input("method", options=METHODS, default="heft_soft_argmax",
+                               tooltip="nearest_neighbour (Track4Gen), heft_soft_argmax (HeFT) or difftrack."),
+                *_nn_inputs("nn_"), *_heft_inputs(),
+                io.Combo.Input("heft_resolution", options=HEFT_RESOLUTION, default="pixels",
+                               tooltip="heft: " + RESOLUTION_TOOLTIP),
+                io.Combo.Input("fb_mode", options=FB_MODES, default="speculative", tooltip="heft: " + FB_MODE_TOOLTIP),
+                io.Combo.Input("difftrack_scale", options=DIFFTRACK_SCALES, default="heads",
+                               tooltip="difftrack: " + SCALE_TOOLTIP),
+                Features.Input("key_features", optional=True, tooltip="difftrack: " + KEYS_TOOLTIP),
+            ],
+            outputs=[Tracks.Output(display_name="tracks")],
+        )
+
+    @classmethod
+    def execute(cls, features, points, method, nn_threshold=0.6, nn_refine_radius=0, nn_refine_temperature=0.05,
+                argmax_radius=17.0, search_radius=42.0, vis_threshold=18.0, ema_alpha=0.05, temperature=1.0,
+                heft_resolution="pixels", fb_mode="speculative", difftrack_scale="heads",
+                key_features=None) -> io.NodeOutput:
+        _choice("method", method, METHODS)
         if method == "nearest_neighbour":
-            progress = Progress(t_total)
-            path, vis, conf = track_nearest_neighbour(x, f["stride"], queries, f["frame_size"], float(nn_threshold),
-                                                      int(nn_refine_radius), float(nn_refine_temperature),
-                                                      progress=progress)
-            extra["confidence"] = conf.cpu()
-        elif method == "heft_soft_argmax":
-            if heft_resolution not in HEFT_RESOLUTION:
-                raise ValueError(f"heft_resolution: expected one of {HEFT_RESOLUTION}, got {heft_resolution!r}")
-            tq = queries[:, 0].long()
-            steps = int(torch.maximum(t_total - 1 - tq, tq).max())
-            progress = Progress(steps * (1 if fb_mode == "sequential" else 2))
-            path, vis, err = track_heft(x, f["stride"], queries, f["frame_size"], float(argmax_radius),
-                                        float(search_radius), float(vis_threshold), float(ema_alpha),
-                                        float(temperature), upsample=heft_resolution == "pixels", fb_mode=fb_mode,
-                                        progress=progress)
-            extra["fb_error"] = err.cpu()
-        else:
-            keys = None
-            if key_features is not None:
-                k = check_features("key_features", key_features)
-                if k["features"].shape != x.shape:
-                    raise ValueError(f"key_features: shape {tuple(k['features'].shape)} does not match features "
-                                     f"{tuple(x.shape)}")
-                if k["stride"] != f["stride"] or k["frame_size"] != f["frame_size"]:
-                    raise ValueError("key_features: stride/frame_size differ from features")
-                keys = k["features"].to(dev, torch.float32)
-            n_src = int(queries[:, 0].unique().numel())
-            progress = Progress(n_src * max(t_total - 1, 1))
-            path, vis, conf = track_difftrack(x, keys, f["stride"], queries, f["frame_size"],
-                                              scale=difftrack_scale, progress=progress)
-            extra["confidence"] = conf.cpu()
-        tracks = {"track_path": path.float().cpu(), "track_visibility": vis.bool().cpu(),
-                  "query_points": queries.cpu(), "frame_size": tuple(f["frame_size"]), **extra}
-        return io.NodeOutput(stamp_tracks(tracks, start, features, key_features))
+            return io.NodeOutput(run_nearest_neighbour(features, points, nn_threshold, nn_refine_radius,
+                                                       nn_refine_temperature))
+        if method == "heft_soft_argmax":
+            return io.NodeOutput(run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_alpha,
+                                          temperature, heft_resolution, fb_mode))
+        return io.NodeOutput(run_difftrack(features, points, difftrack_scale, key_features))
 
 
-NODES = [VDT_TrackPoints]
+class VDT_FlowTracker(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_FlowTracker",
+            display_name="VDT Flow Tracker",
+            category=category("tracking"),
+            description="Track points by chaining OpenCV optical flow between consecutive frames, forwards and "
+                        "backwards from each query frame; forward-backward consistency gives visibility.",
+            inputs=[
+                video_input(what="The video to track in"),
+                points_input(),
+                io.Combo.Input("method", options=FLOW_METHODS, default="dis",
+                               tooltip="dis: OpenCV DIS (preset MEDIUM), fast; farneback: dense polynomial "
+                                       "expansion, slower; often better on small frames."),
+                pixels_radius_input("fb_threshold", 1.5, 0.01, 100.0, "Forward-backward error above which a step "
+                                                                      "counts as occluded; 5% of the motion is "
+                                                                      "added to it.", step=0.1),
+            ],
+            outputs=[Tracks.Output(display_name="tracks")],
+        )
+
+    @classmethod
+    def execute(cls, images, points, method="dis", fb_threshold=1.5) -> io.NodeOutput:
+        start = now()
+        video = check_video("images", images, min_frames=1)
+        t_n, h, w = video.shape[:3]
+        query = parse_points(points, t_n, (h, w))
+        path, vis = track_with_flow(video, query, method=_choice("method", method, FLOW_METHODS),
+                                    fb_threshold=fb_threshold, progress=Progress(max(t_n - 1, 1)))
+        return io.NodeOutput(stamp_tracks({"track_path": path, "track_visibility": vis, "query_points": query,
+                                           "frame_size": (h, w)}, start))
+
+
+NODES = [VDT_TrackNearestNeighbour, VDT_TrackHeFT, VDT_TrackDiffTrack, VDT_TrackPoints, VDT_FlowTracker]

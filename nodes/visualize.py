@@ -13,7 +13,8 @@ from comfy_api.latest import io, ui
 
 from ..kernels.checks import check_tracks, check_video
 from ..kernels.track_draw import draw_tracks
-from .common import Progress, Tracks, category
+from .common import Progress, category
+from .inputs import VdtNode, pixels_radius_input, tracks_input, video_input
 
 # (encoder, container) in order of preference: the first the installed PyAV has. Browsers play h264 mp4 and
 # vp9 webm; mpeg4 part 2 is a last resort (downloadable but not every browser previews it).
@@ -64,7 +65,7 @@ def write_preview_video(frames: torch.Tensor, fps: float, prefix: str = "vdt_tra
     return ui.SavedResult(name, "", io.FolderType.temp)
 
 
-class VDT_VisualizeTracks(io.ComfyNode):
+class VDT_VisualizeTracks(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -74,11 +75,10 @@ class VDT_VisualizeTracks(io.ComfyNode):
             description="Draw tracks on the video: a coloured dot per visible point and a fading trail; shows "
                         "the result as an animated preview.",
             inputs=[
-                io.Image.Input("images", tooltip="The video to draw on."),
-                Tracks.Input("tracks", tooltip="Tracks with the same number of frames as the video. If they carry "
-                                               "a different frame_size they are scaled to the video."),
-                io.Float.Input("radius", default=3.0, min=0.0, max=64.0, step=0.5,
-                               tooltip="Dot radius in pixels (0 = no dots)."),
+                video_input(what="The video to draw on"),
+                tracks_input(what="Tracks with the same number of frames as the video (scaled to the video if "
+                                  "they carry a different frame_size)"),
+                pixels_radius_input("radius", 3.0, 0.0, 64.0, "Dot radius (0 = no dots)."),
                 io.Int.Input("trail", default=8, min=0, max=1000,
                              tooltip="Trail length in frames (0 = no trail); older segments fade out."),
                 io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0,

@@ -190,7 +190,7 @@ def test_ddim_sdedit_keeps_the_original_outside_the_mask(backbones):
 def test_nodes_list_load_reject_and_extract(tiny, monkeypatch):
     import folder_paths
 
-    from vdtrack.nodes.diffusers_loader import VDT_ExtractBackboneFeatures, VDT_LoadDiffusersBackbone, model_choices
+    from vdtrack.nodes.backbone import VDT_ExtractBackboneFeatures, VDT_LoadDiffusersBackbone, model_choices
 
     dm = os.path.join(tiny["models"], "diffusion_models")
     os.makedirs(dm, exist_ok=True)

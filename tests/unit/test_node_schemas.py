@@ -25,3 +25,13 @@ def test_every_input_has_a_tooltip(schemas):
     for s in schemas.values():
         for inp in s.inputs:
             assert inp.tooltip, f"{s.node_id}.{inp.id} has no tooltip"
+
+
+def test_node_files_and_every_node_checks_its_numbers(schemas):
+    """No node module shadows a ComfyUI name (io, ui, nodes), and every node derives from VdtNode (its numeric
+    inputs are checked before it runs)."""
+    from vdtrack.nodes.inputs import VdtNode
+    for cls, s in schemas.items():
+        module = cls.__module__.rsplit(".", 1)[1]
+        assert module not in ("io", "ui", "nodes"), cls.__module__
+        assert issubclass(cls, VdtNode), s.node_id

@@ -11,7 +11,7 @@ import torch
 
 from vdtrack.nodes.compare import VDT_CompareTrackers, format_table, parse_names
 from vdtrack.nodes.features import VDT_PixelFeatures
-from vdtrack.nodes.flow import VDT_FlowTracker
+from vdtrack.nodes.tracking import VDT_FlowTracker
 from vdtrack.nodes.timing import seconds_of
 from vdtrack.nodes.tracking import VDT_TrackPoints
 

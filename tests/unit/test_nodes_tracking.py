@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vdtrack.nodes.features import VDT_FuseFeatures, VDT_PixelFeatures, VDT_SelectHeadsFrequencies
-from vdtrack.nodes.tracking import VDT_TrackPoints
+from vdtrack.nodes.tracking import VDT_TrackDiffTrack, VDT_TrackHeFT, VDT_TrackNearestNeighbour, VDT_TrackPoints
 
 P = 4                                                   # patch size = stride
 MOVES = [(2, 2), (3, 2), (4, 3), (5, 3), (6, 4)]        # cell (x, y) of the square per frame
@@ -115,3 +115,23 @@ def test_node_schemas():
         assert schema.node_id in ids and schema.node_id.startswith("VDT_")
         assert schema.display_name.startswith("VDT ") and schema.category.startswith("vdtrack/")
         assert all(inp.tooltip for inp in schema.inputs), schema.node_id
+
+
+@pytest.mark.parametrize("method", ["nearest_neighbour", "heft_soft_argmax", "difftrack"])
+def test_per_method_nodes_match_the_deprecated_node(method):
+    f = pixel_features()
+    pts = '[{"x": 9.5, "y": 9.5}, {"x": 20, "y": 12, "t": 2}]'
+    old = VDT_TrackPoints.execute(f, pts, method, **TRACK_DEFAULTS).result[0]
+    d = TRACK_DEFAULTS
+    if method == "nearest_neighbour":
+        new = VDT_TrackNearestNeighbour.execute(f, pts, d["nn_threshold"], d["nn_refine_radius"],
+                                                d["nn_refine_temperature"])
+    elif method == "heft_soft_argmax":
+        new = VDT_TrackHeFT.execute(f, pts, d["argmax_radius"], d["search_radius"], d["vis_threshold"],
+                                    d["ema_alpha"], d["temperature"], d["heft_resolution"], d["fb_mode"])
+    else:
+        new = VDT_TrackDiffTrack.execute(f, pts, d["difftrack_scale"])
+    new = new.result[0]
+    assert set(new) == set(old)
+    for k in new:
+        assert (torch.equal(new[k], old[k]) if isinstance(new[k], torch.Tensor) else new[k] == old[k]), k

@@ -14,6 +14,7 @@ from ..backbones.protocol import FeatureSpec
 from ..backbones.windows import plan_windows
 from ..kernels.checks import check_video
 from .common import Backbone, Features, Progress, category
+from .inputs import VdtNode, seed_input, video_input
 
 NONE = "(from the model folder)"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -83,13 +84,13 @@ def _free_memory_for(module: torch.nn.Module, device: torch.device) -> None:
     comfy.model_management.free_memory(size * 1.3, device)
 
 
-class VDT_LoadDiffusersBackbone(io.ComfyNode):
+class VDT_LoadDiffusersBackbone(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_LoadDiffusersBackbone",
             display_name="VDT Load Diffusers Backbone",
-            category=category("diffusion"),
+            category=category("backbone"),
             description="Load a video diffusion model through diffusers, offline (local files only, safetensors "
                         "only): a folder under models/diffusers, or a single denoiser file (diffusers key layout; "
                         "for Wan also ComfyUI's) with the config shipped in vdtrack/backbones/configs/<family>.",
@@ -126,18 +127,18 @@ class VDT_LoadDiffusersBackbone(io.ComfyNode):
         return io.NodeOutput(backbone)
 
 
-class VDT_ExtractBackboneFeatures(io.ComfyNode):
+class VDT_ExtractBackboneFeatures(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_ExtractBackboneFeatures",
             display_name="VDT Extract Backbone Features",
-            category=category("diffusion"),
+            category=category("backbone"),
             description="One noised forward pass per temporal window; returns one layer's block output or "
                         "per-head q/k as VDT_FEATURES (time per video frame).",
             inputs=[
                 Backbone.Input("backbone", tooltip="A VDT_BACKBONE (diffusers or ComfyUI-native adapter)."),
-                io.Image.Input("images", tooltip="The video [T,H,W,3]; resized to the model's size multiple."),
+                video_input(what="The video (resized to the model's size multiple)"),
                 io.Float.Input("noise_level", default=0.3, min=0.0, max=1.0, step=0.001,
                                tooltip="Fraction of the model's schedule (ComfyUI denoise sense, 0 = clean). "
                                        "Ignored when timestep >= 0."),
@@ -153,8 +154,7 @@ class VDT_ExtractBackboneFeatures(io.ComfyNode):
                                      "CogVideoX 13, Wan 81)."),
                 io.Int.Input("overlap", default=2, min=0, max=1023,
                              tooltip="Frames shared by consecutive windows (TED uses 2)."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 63 - 1, control_after_generate=True,
-                             tooltip="Seed of the added noise."),
+                seed_input("Seed of the added noise.", control_after_generate=True),
             ],
             outputs=[Features.Output(display_name="features")],
         )

@@ -1,4 +1,4 @@
-"""Points and tracks in and out: point strings, track files, ATI track strings, track masks."""
+"""Tracks family: points in, tracks files in and out, ATI track strings, track masks."""
 from __future__ import annotations
 
 import os
@@ -11,26 +11,25 @@ from ..kernels.track_draw import tracks_to_mask
 from ..kernels.tracks_io import (ATI_SAMPLES, ati_json_to_tracks, load_tracks, parse_points, points_to_json,
                                  save_tracks, tracks_to_ati_json)
 from .common import Tracks, category, output_path
+from .inputs import VdtNode, filename_prefix_input, points_input, pixels_radius_input, tracks_input, video_input
 
 TRACK_EXTENSIONS = (".npz", ".json", ".csv")
 USE_PATH = "(use path)"
-POINTS_TOOLTIP = ('Points in pixels: KJNodes JSON [{"x":..,"y":..}] with an optional "t" (query frame), a JSON '
-                  "list of [x,y] or [x,y,t], or one 'x,y[,t]' per line (# comments allowed). t defaults to 0.")
 
 
-class VDT_PointsFromString(io.ComfyNode):
+class VDT_PointsFromString(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_PointsFromString",
             display_name="VDT Points From String",
-            category=category("io"),
+            category=category("tracks"),
             description="Validate query points against a video and normalise them to KJNodes-style JSON with "
                         "a query frame 't' per point.",
             inputs=[
-                io.String.Input("points", multiline=True, default='[{"x": 64, "y": 64}]', tooltip=POINTS_TOOLTIP),
-                io.Image.Input("images", tooltip="The video the points belong to: gives the frame size and the "
-                                                 "number of frames the points are checked against."),
+                points_input(),
+                video_input(what="The video the points belong to (gives the frame size and the number of "
+                                 "frames the points are checked against)"),
             ],
             outputs=[
                 io.String.Output(display_name="points"),
@@ -45,23 +44,21 @@ class VDT_PointsFromString(io.ComfyNode):
         return io.NodeOutput(points_to_json(p), int(p.shape[0]))
 
 
-class VDT_SaveTracks(io.ComfyNode):
+class VDT_SaveTracks(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_SaveTracks",
             display_name="VDT Save Tracks",
-            category=category("io"),
+            category=category("tracks"),
             description="Write tracks to ComfyUI's output folder: npz (TAP-Vid layout: tracks [N,T,2], occluded, "
                         "visibles, query_points (t,y,x)), JSON, or CSV (frame,track,x,y,visible).",
             inputs=[
-                Tracks.Input("tracks", tooltip="The tracks to save."),
+                tracks_input(what="The tracks to save"),
                 io.Combo.Input("format", options=["npz", "json", "csv"], default="npz",
                                tooltip="npz: TAP-Vid layout for numpy users; json: readable; csv: one row per "
                                        "frame and track."),
-                io.String.Input("filename_prefix", default="vdtrack/tracks",
-                                tooltip="File name prefix inside ComfyUI's output folder (subfolders allowed, "
-                                        "no absolute paths or '..'). A counter is appended."),
+                filename_prefix_input("vdtrack/tracks", "File name prefix (a counter is appended),"),
             ],
             outputs=[io.String.Output(display_name="path")],
             is_output_node=True,
@@ -122,13 +119,13 @@ def resolve_track_file(name: str) -> str:
     raise ValueError(f"path: '{name}' was not found in the {' or '.join(order)} folder")
 
 
-class VDT_LoadTracks(io.ComfyNode):
+class VDT_LoadTracks(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_LoadTracks",
             display_name="VDT Load Tracks",
-            category=category("io"),
+            category=category("tracks"),
             description="Load tracks (npz in TAP-Vid layout, JSON or CSV as written by VDT Save Tracks) from "
                         "ComfyUI's input or output folder.",
             inputs=[
@@ -159,18 +156,18 @@ class VDT_LoadTracks(io.ComfyNode):
         return io.NodeOutput(load_tracks(cls._chosen(file, path)))
 
 
-class VDT_TracksToATI(io.ComfyNode):
+class VDT_TracksToATI(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_TracksToATI",
             display_name="VDT Tracks To ATI",
-            category=category("io"),
+            category=category("tracks"),
             description="Tracks -> the tracks JSON string core WanTrackToVideo (ATI) reads: a list of tracks, each "
                         "121 {x,y} samples over the clip. Invisible frames hold the last visible position.",
             inputs=[
-                Tracks.Input("tracks", tooltip="Tracks in pixels of the frames they were computed on; use the same "
-                                               "width/height in WanTrackToVideo."),
+                tracks_input(what="Tracks in pixels of the frames they were computed on (use the same "
+                                  "width/height in WanTrackToVideo)"),
                 io.Int.Input("num_samples", default=ATI_SAMPLES, min=1, max=10000,
                              tooltip="Samples per track. WanTrackToVideo expects 121 (it pads/truncates to 121)."),
             ],
@@ -183,13 +180,13 @@ class VDT_TracksToATI(io.ComfyNode):
         return io.NodeOutput(tracks_to_ati_json(path, vis, num_samples))
 
 
-class VDT_ATIToTracks(io.ComfyNode):
+class VDT_ATIToTracks(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_ATIToTracks",
             display_name="VDT ATI To Tracks",
-            category=category("io"),
+            category=category("tracks"),
             description="ATI tracks JSON (WanTrackToVideo format) or a KJNodes Spline Editor coord_str -> TRACKS "
                         "resampled to the given number of frames.",
             inputs=[
@@ -209,18 +206,18 @@ class VDT_ATIToTracks(io.ComfyNode):
         return io.NodeOutput({"track_path": path, "track_visibility": vis})
 
 
-class VDT_TracksToMask(io.ComfyNode):
+class VDT_TracksToMask(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VDT_TracksToMask",
             display_name="VDT Tracks To Mask",
-            category=category("io"),
+            category=category("tracks"),
             description="A mask with an anti-aliased disk around every visible track point, per frame.",
             inputs=[
-                Tracks.Input("tracks", tooltip="The tracks to draw."),
-                io.Image.Input("images", tooltip="Gives the mask width and height (the tracks are in its pixels)."),
-                io.Float.Input("radius", default=4.0, min=0.5, max=256.0, step=0.5, tooltip="Disk radius in pixels."),
+                tracks_input(what="The tracks to draw (scaled to the video if their frame_size differs)"),
+                video_input(what="The video: gives the mask's frame count, width and height"),
+                pixels_radius_input("radius", 4.0, 0.5, 256.0, "Disk radius."),
             ],
             outputs=[io.Mask.Output(display_name="mask")],
         )

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..kernels.synthetic import make_clip
 from ..kernels.tracks_io import points_to_json
 from .common import Tracks, category
+from .inputs import VdtNode, seed_input
 
 VARIANTS = ["moving_objects", "identical_objects"]
 
@@ -13,7 +14,7 @@ VARIANTS = ["moving_objects", "identical_objects"]
 MAX_PIXELS = 2 ** 27   # e.g. 512 frames at 512x512
 
 
-class VDT_SyntheticClip(io.ComfyNode):
+class VDT_SyntheticClip(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -24,7 +25,7 @@ class VDT_SyntheticClip(io.ComfyNode):
                         "rotating) over a panning textured background, with exact ground-truth tracks, "
                         "visibility (occlusion by nearer objects or leaving the frame) and object masks.",
             inputs=[
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same seed = same clip."),
+                seed_input("Same seed = same clip.", max=2 ** 31 - 1),
                 io.Int.Input("frames", default=24, min=1, max=1000, tooltip="Number of frames."),
                 io.Int.Input("width", default=256, min=16, max=4096, step=8, tooltip="Frame width in pixels."),
                 io.Int.Input("height", default=256, min=16, max=4096, step=8, tooltip="Frame height in pixels."),
