@@ -63,15 +63,20 @@ def _range(lo, hi) -> str:
     return f"the allowed range >= {lo}" if lo is not None else f"the allowed range <= {hi}"
 
 
+_LIMITS: dict[type, dict[str, tuple[float | None, float | None, bool]]] = {}
+
+
 def number_limits(cls) -> dict[str, tuple[float | None, float | None, bool]]:
-    """{input id: (min, max, integer)} for every Int/Float input of a node's schema (cached on the class)."""
-    limits = cls.__dict__.get("_vdt_number_limits")
+    """{input id: (min, max, integer)} for every Int/Float input of a node's schema. Cached per node class
+    (ComfyUI runs a locked clone of the class: the cache is keyed by the class that defined `execute`)."""
+    owner = getattr(getattr(cls.execute, "__func__", None), "_vdt_owner", cls)
+    limits = _LIMITS.get(owner)
     if limits is None:
         limits = {}
-        for inp in cls.define_schema().inputs:
+        for inp in owner.define_schema().inputs:
             if isinstance(inp, (io.Int.Input, io.Float.Input)):
                 limits[inp.id] = (inp.min, inp.max, isinstance(inp, io.Int.Input))
-        cls._vdt_number_limits = limits
+        _LIMITS[owner] = limits
     return limits
 
 
@@ -82,8 +87,8 @@ def check_number_inputs(cls, values: dict) -> None:
             check_number(name, values[name], lo, hi, integer)
 
 
-def _checked(func):
-    """Wrap a node's `execute` so its numeric inputs are checked first (sync or async)."""
+def _checked(func, owner):
+    """Wrap `owner`'s `execute` so its numeric inputs are checked first (sync or async)."""
     sig = inspect.signature(func)
 
     def check(cls, args, kwargs):
@@ -91,17 +96,15 @@ def _checked(func):
 
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)
-        async def run_async(cls, *args, **kwargs):
+        async def run(cls, *args, **kwargs):
             check(cls, args, kwargs)
             return await func(cls, *args, **kwargs)
-        run_async._vdt_checked = True
-        return run_async
-
-    @functools.wraps(func)
-    def run(cls, *args, **kwargs):
-        check(cls, args, kwargs)
-        return func(cls, *args, **kwargs)
-    run._vdt_checked = True
+    else:
+        @functools.wraps(func)
+        def run(cls, *args, **kwargs):
+            check(cls, args, kwargs)
+            return func(cls, *args, **kwargs)
+    run._vdt_owner = owner
     return run
 
 
@@ -113,10 +116,8 @@ class VdtNode(io.ComfyNode):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("execute")
-        if isinstance(own, classmethod) and not getattr(own.__func__, "_vdt_checked", False):
-            cls.execute = classmethod(_checked(own.__func__))
-        if "_vdt_number_limits" not in cls.__dict__:     # ComfyUI's per-run class clone keeps the cache
-            cls._vdt_number_limits = None
+        if isinstance(own, classmethod) and not hasattr(own.__func__, "_vdt_owner"):
+            cls.execute = classmethod(_checked(own.__func__, cls))
 
 
 # ------------------------------------------------------------------------------------------- shared inputs
@@ -146,7 +147,9 @@ def tracks_input(id: str = "tracks", what: str = "The tracks", optional: bool = 
 
 
 def seed_input(what: str = "Noise seed (same inputs + seed = same output).", default: int = 0,
-               max: int = 0xFFFFFFFFFFFFFFFF, control_after_generate: bool = False):
+               max: int = 0xFFFFFFFFFFFFFFFF, control_after_generate: bool | None = None):
+    """A seed input; `control_after_generate=True` adds the frontend's fixed/increment/randomize widget (None:
+    no such widget; False is not the same, the frontend still adds one)."""
     return io.Int.Input("seed", default=default, min=0, max=max, control_after_generate=control_after_generate,
                         tooltip=what)
 
