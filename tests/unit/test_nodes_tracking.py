@@ -133,5 +133,5 @@ def test_per_method_nodes_match_the_deprecated_node(method):
         new = VDT_TrackDiffTrack.execute(f, pts, d["difftrack_scale"])
     new = new.result[0]
     assert set(new) == set(old)
-    for k in new:
+    for k in set(new) - {"seconds"}:                      # seconds: each run's own wall-clock time
         assert (torch.equal(new[k], old[k]) if isinstance(new[k], torch.Tensor) else new[k] == old[k]), k
