@@ -7,6 +7,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import category
+from .inputs import VdtNode
 
 WAN_TEXT_TOKENS = 512      # ComfyUI pads umT5 to 512 tokens and zeroes the padding
 CLIP_TEXT_TOKENS = 77
@@ -27,7 +28,7 @@ def text_width(model) -> tuple[int, int]:
                      "(supported: Wan DiTs and UNets with cross-attention)")
 
 
-class VDT_ZeroConditioning(io.ComfyNode):
+class VDT_ZeroConditioning(VdtNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
