@@ -142,6 +142,7 @@ class CosmosCapture(DitCapture):
 
 class ComfyCosmosBackbone(ComfyWanBackbone):
     family = "cosmos"
+    rope_layout = "half_split"      # channel i and i + C/2 share a frequency
     temporal_compression = 4
     default_window = 25          # HeFT's chunk_size (4k+1 frames for the causal Wan VAE)
 

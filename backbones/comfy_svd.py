@@ -31,7 +31,8 @@ from . import schedules, windows
 from .capture import StopForward
 from .comfy_wan import (captured_forward, first_frame, frames_mask, guided_euler, keep_window, require_model,
                         require_vae, resize_frames, sdedit_sigmas)
-from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
+from ..kernels.datatypes import make_feature_meta, make_features
+from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level
 
 SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
 
@@ -191,13 +192,12 @@ class ComfySVDBackbone:
         for layer in spec.layers:
             key = f"block{layer}"
             f = out[key]
-            meta = {"backbone": self.name, "family": self.family, "layer": layer, "kind": "block",
-                    "output_block": self.output_block_of(layer), "level": level, "noise": level,
-                    "timestep": self.timestep_from_level(level), "sigma": self.sigma_at(level), "rope": None,
-                    "rope_groups": None, "heads": None, "num_heads": 0,
-                    "window": windows.quantize_window(window, 1), "overlap": spec.overlap, "windows": len(plan),
-                    "seed": int(seed), "model_size": (mh, mw)}
-            result[key] = feature_dict(f, (H / f.shape[-2], W / f.shape[-1]), (H, W), meta)
+            meta = make_feature_meta(
+                self.name, "block", family=self.family, layer=layer, noise_level=level,
+                timestep=self.timestep_from_level(level), output_block=self.output_block_of(layer),
+                sigma=self.sigma_at(level), rope_groups=None, num_heads=0, window=windows.quantize_window(window, 1),
+                overlap=spec.overlap, windows=len(plan), seed=int(seed), model_size=(mh, mw))
+            result[key] = make_features(f, (H / f.shape[-2], W / f.shape[-1]), (H, W), meta)
         return result
 
     # ---------------------------------------------------------------- regeneration

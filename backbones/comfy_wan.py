@@ -35,7 +35,8 @@ import comfy.samplers
 
 from . import schedules, windows
 from .capture import DitCapture, StopForward
-from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level, feature_dict
+from ..kernels.datatypes import make_feature_meta, make_features
+from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level
 
 WAN_TEXT_LEN = 512
 CLIP_TOKENS, CLIP_DIM = 257, 1280
@@ -197,6 +198,7 @@ def is_wan_model(model) -> bool:
 
 class ComfyWanBackbone:
     family = "wan"
+    rope_layout = "interleaved"     # ComfyUI apply_rope1: channel pairs (2i, 2i+1) share a frequency
     temporal_compression = 4
     default_window = 81          # Wan's native clip length (4k+1)
     ti2v = False                 # set per model in _read_dit (subclasses that skip it are not TI2V)
@@ -415,14 +417,15 @@ class ComfyWanBackbone:
         for layer in spec.layers:
             for kind in spec.kinds:
                 key = f"{kind}{layer}"
-                meta = {"backbone": self.name, "family": self.family, "layer": layer, "kind": kind,
-                        "level": level, "noise": level, "timestep": self.timestep_from_level(level),
-                        "sigma": self.sigma_at(level), "rope": spec.rope if kind != "block" else None,
-                        "rope_groups": self.rope_groups if kind != "block" else None,
-                        "heads": list(spec.heads) if (spec.heads is not None and kind != "block") else None,
-                        "num_heads": self.num_heads, "window": used_window, "overlap": spec.overlap,
-                        "windows": len(plan), "seed": int(seed), "model_size": (mh, mw)}
-                result[key] = feature_dict(out[key], stride, (H, W), meta)
+                qk = kind != "block"
+                heads = (list(spec.heads) if spec.heads is not None else list(range(self.num_heads))) if qk else None
+                meta = make_feature_meta(
+                    self.name, kind, family=self.family, layer=layer, heads=heads, noise_level=level,
+                    timestep=self.timestep_from_level(level), rope=spec.rope if qk else None,
+                    rope_layout=self.rope_layout if qk else None, sigma=self.sigma_at(level),
+                    rope_groups=self.rope_groups if qk else None, num_heads=self.num_heads, window=used_window,
+                    overlap=spec.overlap, windows=len(plan), seed=int(seed), model_size=(mh, mw))
+                result[key] = make_features(out[key], stride, (H, W), meta)
         return result
 
     # ---------------------------------------------------------------- protocol: regeneration

@@ -52,6 +52,7 @@ class _QKRecorder:
 
 class CogVideoXBackbone(DiffusersBackbone):
     family = "cogvideox"
+    rope_layout = "interleaved"     # diffusers apply_rotary_emb (use_real_unbind_dim=-1): pairs (2i, 2i+1)
     latent_frames_per_video_frame_causal = True
     pixel_multiple = 16
     default_layer = 17
@@ -179,12 +180,10 @@ class CogVideoXBackbone(DiffusersBackbone):
                 out[k] = v.reshape(v.shape[0], F_, h, w, -1).permute(1, 0, 4, 2, 3)
         return out
 
-    def _feature_meta(self, key, level, spec):
-        meta = super()._feature_meta(key, level, spec)
+    def _feature_meta(self, level, spec, layer, kind):
+        meta = super()._feature_meta(level, spec, layer, kind)
         meta.update(frame_as_latent=self.frame_as_latent, add_noise=self.add_noise,
                     rope_used=bool(self.transformer.config.use_rotary_positional_embeddings))
-        if not key.startswith("block"):
-            meta["heads"] = list(range(self.num_heads)) if spec.heads is None else list(spec.heads)
         return meta
 
     # ---- guided SDEdit (text guidance only: this is a text-to-video model; images in the conds are unused)

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from .protocol import check_level, feature_dict
+from ..kernels.datatypes import make_feature_meta, make_features
+from .protocol import check_level
 from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
 from .windows import latent_time_to_frames, pad_frames, plan_windows
 
@@ -317,6 +318,7 @@ class DiffusersBackbone(abc.ABC):
     and `regenerate`."""
 
     family = ""
+    rope_layout: Optional[str] = None    # channel layout of the RoPE pairs in q/k, where the adapter knows it
     latent_frames_per_video_frame_causal = False   # causal temporal VAE (frame 0 alone)
     pixel_multiple = 64                             # frames are resized to multiples of this
 
@@ -372,10 +374,12 @@ class DiffusersBackbone(abc.ABC):
         return latent_time_to_frames(x, num_frames, self.temporal_compression,
                                      self.latent_frames_per_video_frame_causal)
 
-    def _feature_meta(self, key: str, level: float, spec) -> dict:
-        return {"backbone": self.family, "source": os.path.basename(self.source.rstrip("/")),
-                "layer": int(key.lstrip("blockqk")), "kind": key.rstrip("0123456789"), "noise": float(level),
-                "timestep": float(self.timestep_from_level(level)), "rope": spec.rope}
+    def _feature_meta(self, level: float, spec, layer: int, kind: str) -> dict:
+        qk = kind != "block"
+        heads = (list(spec.heads) if spec.heads is not None else list(range(self.num_heads))) if qk else None
+        return make_feature_meta(os.path.basename(self.source.rstrip("/")), kind, family=self.family, layer=layer,
+                                 heads=heads, noise_level=level, timestep=self.timestep_from_level(level),
+                                 rope=spec.rope if qk else None, rope_layout=self.rope_layout if qk else None)
 
     @torch.no_grad()
     def features(self, frames, level, spec, seed, cond=None, progress=None) -> dict:
@@ -403,10 +407,12 @@ class DiffusersBackbone(abc.ABC):
         finally:
             self._offload()
         out = {}
-        for k, xs in parts.items():
-            meta = self._feature_meta(k, level, spec)
-            meta.update(window=window, overlap=spec.overlap, windows=len(plan), seed=int(seed))
-            out[k] = feature_dict(torch.cat(xs, 0), strides[k], (H, W), meta)
+        for layer in spec.layers:
+            for kind in spec.kinds:
+                k = f"{kind}{layer}"
+                meta = self._feature_meta(level, spec, layer, kind)
+                meta.update(window=window, overlap=spec.overlap, windows=len(plan), seed=int(seed))
+                out[k] = make_features(torch.cat(parts[k], 0), strides[k], (H, W), meta)
         return out
 
 

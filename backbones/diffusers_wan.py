@@ -53,6 +53,7 @@ class _QKSpy:
 
 class DiffusersWanBackbone(DiffusersBackbone):
     family = "wan"
+    rope_layout = "interleaved"     # diffusers Wan rotary: pairs (2i, 2i+1) share a frequency
     temporal_compression = 4
     window_quantum = 4
     default_window = 81

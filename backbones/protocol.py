@@ -8,13 +8,14 @@ Conventions shared by all adapters:
   (0 = clean, 1 = pure noise). `timestep_from_level` / `level_from_timestep` convert to the
   paper's timestep t in [0, 1000] (the number the model's time embedding receives), so published
   settings ("t = 261") can be reproduced.
-- features(...) returns {"block18": VDT_FEATURES, "k18": VDT_FEATURES, ...}; time is per VIDEO frame
+- features(...) returns {"block18": VDT_FEATURES, "k18": VDT_FEATURES, ...} built with kernels/datatypes.py
+  (make_features, make_feature_meta: one metadata schema); time is per VIDEO frame
   (adapters with temporal VAE compression interpolate back to T).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -108,13 +109,6 @@ class VideoBackbone(Protocol):
                    progress: ProgressFn = None) -> torch.Tensor: ...
 
 
-def feature_dict(features: torch.Tensor, stride: Sequence[int], frame_size: Sequence[int],
-                 meta: dict) -> dict:
-    """Package one captured tensor as a VDT_FEATURES dict (DESIGN.md 'Types between nodes')."""
-    return {"features": features, "stride": (float(stride[0]), float(stride[1])),
-            "frame_size": (int(frame_size[0]), int(frame_size[1])), "meta": dict(meta)}
-
-
 def check_level(level: float) -> float:
     level = float(level)
     if not (0.0 <= level <= 1.0) or level != level:
@@ -123,4 +117,4 @@ def check_level(level: float) -> float:
 
 
 __all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "KINDS", "ROPE_MODES", "ProgressFn",
-           "feature_dict", "check_level"]
+           "check_level"]

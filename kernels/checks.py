@@ -1,8 +1,12 @@
-"""Input validation shared by kernels and nodes: every failure is a ValueError that names the input."""
+"""Input validation of core types (IMAGE, MASK) shared by kernels and nodes: every failure is a ValueError that
+names the input. The pack's own types (TRACKS, VDT_FEATURES, points) are checked in datatypes.py."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+# TRACKS and query points live in datatypes.py (the pack's types); re-exported for existing imports.
+from .datatypes import check_points, check_tracks  # noqa: F401
 
 
 def _shape(x) -> tuple:
@@ -48,67 +52,3 @@ def check_mask(name: str, x, frames: int | None = None, size: tuple | None = Non
     if not allow_empty and not bool((t > 0.5).any()):
         raise ValueError(f"{name}: the mask is empty (no pixel above 0.5)")
     return t
-
-
-def check_tracks(name: str, tracks, frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """TRACKS dict -> (track_path float32 [T,N,2], track_visibility bool [T,N]), validated."""
-    if not isinstance(tracks, dict) or "track_path" not in tracks:
-        raise ValueError(f"{name}: expected TRACKS (a dict with 'track_path' and 'track_visibility')")
-    path = torch.as_tensor(tracks["track_path"]).float()
-    if path.ndim == 4 and path.shape[0] == 1:   # tolerate a leading batch axis from other packs
-        path = path[0]
-    if path.ndim != 3 or path.shape[-1] != 2:
-        raise ValueError(f"{name}: track_path must be [frames,points,2], got {_shape(path)}")
-    vis = tracks.get("track_visibility")
-    vis = torch.ones(path.shape[:2], dtype=torch.bool) if vis is None else torch.as_tensor(vis)
-    if vis.ndim == 3 and vis.shape[0] == 1:
-        vis = vis[0]
-    if vis.ndim == 3 and vis.shape[-1] == 1:
-        vis = vis[..., 0]
-    if vis.ndim == 2 and vis.shape[1] == 1 and path.shape[1] != 1 and vis.shape[0] == path.shape[0]:
-        vis = vis.expand(path.shape[:2])        # one visibility per frame for every track (core TRACKS payloads)
-    if tuple(vis.shape) != tuple(path.shape[:2]):
-        raise ValueError(f"{name}: track_visibility {_shape(vis)} does not match track_path {_shape(path)}")
-    check_finite(name, path)
-    if frames is not None and path.shape[0] != frames:
-        raise ValueError(f"{name}: tracks have {path.shape[0]} frames but the video has {frames}")
-    return path, vis.bool()
-
-
-def check_points(name: str, points, size: tuple, frames: int | None = None) -> torch.Tensor:
-    """Query points [N,3] as (t,x,y): inside the frame (pixel centres on integers) and a valid frame index."""
-    p = torch.as_tensor(points, dtype=torch.float32)
-    if p.ndim != 2 or p.shape[-1] != 3:
-        raise ValueError(f"{name}: expected query points [N,3] as (t,x,y), got {_shape(p)}")
-    if p.shape[0] == 0:
-        raise ValueError(f"{name}: no points given")
-    check_finite(name, p)
-    h, w = size
-    bad = (p[:, 1] < -0.5) | (p[:, 1] > w - 0.5) | (p[:, 2] < -0.5) | (p[:, 2] > h - 0.5)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        raise ValueError(f"{name}: point {i} at x={p[i, 1]:.1f}, y={p[i, 2]:.1f} is outside the {w}x{h} frame")
-    if frames is not None:
-        badt = (p[:, 0] < 0) | (p[:, 0] > frames - 1) | (p[:, 0] != p[:, 0].round())
-        if bool(badt.any()):
-            i = int(badt.nonzero()[0])
-            raise ValueError(f"{name}: point {i} has query frame {p[i, 0]:g}, outside 0..{frames - 1}")
-    return p
-
-
-def check_feature_frames(name: str, feats, cast_float: bool = False) -> torch.Tensor:
-    """Per-frame feature maps [T,C,h,w]: a non-empty, finite float tensor. Integer features raise, or are cast
-    to float32 with cast_float=True."""
-    if not isinstance(feats, torch.Tensor):
-        raise ValueError(f"{name}: expected a feature tensor [T,C,h,w], got {type(feats).__name__}")
-    if feats.ndim != 4:
-        raise ValueError(f"{name}: expected features [T,C,h,w], got shape {tuple(feats.shape)}")
-    if min(feats.shape) < 1:
-        raise ValueError(f"{name}: empty feature tensor of shape {tuple(feats.shape)}")
-    if not feats.is_floating_point():
-        if not cast_float:
-            raise ValueError(f"{name}: features must be floating point, got {feats.dtype}")
-        feats = feats.float()
-    if not bool(torch.isfinite(feats).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return feats

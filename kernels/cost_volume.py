@@ -1,8 +1,7 @@
-"""Cost volumes between point descriptors and feature frames, and pixel <-> feature-cell coordinates.
+"""Cost volumes between point descriptors and feature frames, and bilinear sampling on the feature grid.
 
-Coordinates: pixels have centres on integers; feature cell (i, j) of a map with stride (sy, sx) is centred
-on pixel ((j + 0.5) * sx - 0.5, (i + 0.5) * sy - 0.5) (align_corners=False). So a pixel coordinate p maps to
-the cell coordinate c = (p + 0.5) / s - 0.5, and bilinear sampling at cell coordinates clamps to the border.
+Coordinates follow the pack convention (datatypes.py: pixel p <-> cell c = (p + 0.5) / s - 0.5); bilinear
+sampling at cell coordinates clamps to the border.
 
 Fast versions work on [N,C] descriptors against [T,C,h,w] frames in frame chunks, so memory is bounded by
 `max_elements` (one chunk of the [T,N,h,w] volume) and never by the clip length; `*_ref` versions loop.
@@ -14,39 +13,13 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .checks import check_feature_frames
+from .datatypes import cell_to_pixel, check_feature_tensor, check_points, pixel_to_cell
 
 EPS = 1e-8
 COST_KINDS = ("cosine", "dot")
 
 
 # ------------------------------------------------------------------------------------------ coordinates
-
-def _stride_pair(stride) -> tuple[float, float]:
-    if isinstance(stride, (int, float)):
-        stride = (stride, stride)
-    try:
-        sy, sx = (float(s) for s in stride)
-    except (TypeError, ValueError):
-        raise ValueError(f"stride: expected (sy, sx) pixels per cell, got {stride!r}") from None
-    if not (sy > 0 and sx > 0):
-        raise ValueError(f"stride: must be positive, got {stride!r}")
-    return sy, sx
-
-
-def pixel_to_cell(xy: torch.Tensor, stride) -> torch.Tensor:
-    """Pixel coordinates [..., 2] (x, y) -> feature-cell coordinates [..., 2] (x, y)."""
-    sy, sx = _stride_pair(stride)
-    s = xy.new_tensor([sx, sy])
-    return (xy + 0.5) / s - 0.5
-
-
-def cell_to_pixel(xy: torch.Tensor, stride) -> torch.Tensor:
-    """Feature-cell coordinates [..., 2] (x, y) -> pixel coordinates [..., 2] (x, y)."""
-    sy, sx = _stride_pair(stride)
-    s = xy.new_tensor([sx, sy])
-    return (xy + 0.5) * s - 0.5
-
 
 def cell_centres(h: int, w: int, stride, device=None, dtype=torch.float32) -> torch.Tensor:
     """Pixel coordinates [h, w, 2] (x, y) of every cell centre."""
@@ -69,7 +42,6 @@ def check_descriptors(name: str, desc, channels: int) -> torch.Tensor:
 
 def check_query_points(name: str, points, frames: int, frame_size: tuple[int, int]) -> torch.Tensor:
     """[N,3] (t, x, y) pixel queries inside the frame and with an integer frame index in range."""
-    from .checks import check_points
     return check_points(name, points, tuple(frame_size), frames)
 
 
@@ -102,7 +74,7 @@ def sample_cells(feats: torch.Tensor, t: torch.Tensor, cxy: torch.Tensor) -> tor
 
 def sample_descriptors(feats: torch.Tensor, points: torch.Tensor, stride) -> torch.Tensor:
     """Descriptors [N,C] of feats [T,C,h,w] at query points [N,3] (t, x, y) given in PIXELS."""
-    feats = check_feature_frames("features", feats)
+    feats = check_feature_tensor("features", feats)
     p = torch.as_tensor(points, dtype=torch.float32, device=feats.device)
     if p.ndim != 2 or p.shape[1] != 3:
         raise ValueError(f"points: expected [N,3] as (t,x,y), got {tuple(p.shape)}")
@@ -149,7 +121,7 @@ def iter_cost_volume(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosin
     """Yields (t0, cost [tc,N,h,w]) frame chunk by frame chunk.
     kind 'cosine': cos(desc, feature); kind 'dot': (desc . feature) / scale (q.k with scale sqrt(d))."""
     _check_kind(kind)
-    feats = check_feature_frames("features", feats)
+    feats = check_feature_tensor("features", feats)
     t_total, c, h, w = feats.shape
     desc = check_descriptors("descriptors", desc, c).to(feats.dtype)
     if kind == "cosine":

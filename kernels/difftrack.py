@@ -24,19 +24,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .cost_volume import bilinear_corners, cell_to_pixel, check_query_points, pixel_to_cell
+from .cost_volume import bilinear_corners, check_query_points
+from .datatypes import cell_to_pixel, check_feature_tensor, pixel_to_cell
 
 
 def _as_heads(name: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name}: expected a float tensor [T,heads,C,h,w] or [T,C,h,w]")
-    if x.ndim == 4:
-        x = x[:, None]
-    if x.ndim != 5 or min(x.shape) < 1:
-        raise ValueError(f"{name}: expected [T,heads,C,h,w] or [T,C,h,w], got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return x
+    """[T,heads,C,h,w], or [T,C,h,w] as one head."""
+    x = check_feature_tensor(name, x, heads="any")
+    return x[:, None] if x.ndim == 4 else x
 
 
 def resolve_scale(scale, heads: int, head_dim: int) -> float:

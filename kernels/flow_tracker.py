@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from .checks import check_points, check_video
+from .checks import check_video
+from .datatypes import check_points, inside_frame
 
 FB_RELATIVE = 0.05
 
@@ -79,8 +80,7 @@ def _step(pos: np.ndarray, there: np.ndarray, back: np.ndarray, thr: float, h: i
     b = sample_flow(back, new)
     err = np.linalg.norm(f + b, axis=-1)
     ok = err <= thr + FB_RELATIVE * (np.linalg.norm(f, axis=-1) + np.linalg.norm(b, axis=-1))
-    inside = (new[:, 0] >= -0.5) & (new[:, 0] <= w - 0.5) & (new[:, 1] >= -0.5) & (new[:, 1] <= h - 0.5)
-    return new, ok & inside
+    return new, ok & inside_frame(new, (h, w))
 
 
 def track_with_flow(video, query_points, method: str = "dis", fb_threshold: float = 1.5,

@@ -8,18 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .datatypes import check_feature_tensor, check_features, make_feature_meta, make_features
+
 EPS = 1e-8
-
-
-def _check(name: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"{name}: expected float features [T,C,h,w], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if min(x.shape) < 1:
-        raise ValueError(f"{name}: empty features {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return x
 
 
 def _check_alpha(alpha: float) -> None:
@@ -30,7 +21,7 @@ def _check_alpha(alpha: float) -> None:
 def fuse_features(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     """a [T,Ca,ha,wa], b [T,Cb,hb,wb] -> [T,Ca+Cb,ha,wa]."""
     _check_alpha(alpha)
-    a, b = _check("features_a", a), _check("features_b", b)
+    a, b = check_feature_tensor("features_a", a), check_feature_tensor("features_b", b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"features_b: has {b.shape[0]} frames but features_a has {a.shape[0]}")
     b = b.to(device=a.device, dtype=a.dtype)
@@ -65,15 +56,10 @@ def fuse_features_ref(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.T
 
 def fuse_feature_dicts(fa: dict, fb: dict, alpha: float) -> dict:
     """VDT_FEATURES a + b -> VDT_FEATURES on a's grid (stride and frame size of a)."""
-    for name, f in (("features_a", fa), ("features_b", fb)):
-        if not isinstance(f, dict) or "features" not in f:
-            raise ValueError(f"{name}: expected VDT_FEATURES (a dict with 'features', 'stride', 'frame_size')")
-        if f["features"].ndim != 4:
-            raise ValueError(f"{name}: has a heads axis {tuple(f['features'].shape)}; select heads first "
-                             "(VDT Select Heads/Frequencies)")
-    if tuple(fa["frame_size"]) != tuple(fb["frame_size"]):
-        raise ValueError(f"features_b: computed on {tuple(fb['frame_size'])} frames but features_a on "
-                         f"{tuple(fa['frame_size'])}; both must describe the same video frames")
+    fa, fb = check_features("features_a", fa, heads="forbid"), check_features("features_b", fb, heads="forbid")
+    if fa["frame_size"] != fb["frame_size"]:
+        raise ValueError(f"features_b: computed on {fb['frame_size']} frames but features_a on "
+                         f"{fa['frame_size']}; both must describe the same video frames")
     fused = fuse_features(fa["features"], fb["features"], alpha)
-    meta = {"kind": "fused", "alpha": float(alpha), "a": dict(fa.get("meta", {})), "b": dict(fb.get("meta", {}))}
-    return {"features": fused, "stride": tuple(fa["stride"]), "frame_size": tuple(fa["frame_size"]), "meta": meta}
+    meta = make_feature_meta("fused", "fused", alpha=float(alpha), a=fa["meta"], b=fb["meta"])
+    return make_features(fused, fa["stride"], fa["frame_size"], meta)

@@ -20,8 +20,9 @@ from collections.abc import Callable
 
 import torch
 
-from .checks import check_feature_frames
-from .cost_volume import _stride_pair, check_query_points
+from .cost_volume import check_query_points
+from .datatypes import check_feature_tensor
+from .datatypes import stride_pair as _stride_pair
 from .heft_cost import HeftCost
 from .heft_feedback import run_speculative, run_stepwise, to_absolute
 from .heft_search import HeftSearch, ema_offsets
@@ -69,7 +70,7 @@ def track_heft(features: torch.Tensor, stride, queries: torch.Tensor, frame_size
     Raises ValueError naming the input on bad arguments."""
     check_heft_args(search_radius, argmax_radius, vis_threshold, alpha, temperature, ema_range, fb_mode, stride,
                     upsample)
-    feats = check_feature_frames("features", features)
+    feats = check_feature_tensor("features", features)
     t_total = feats.shape[0]
     q = check_query_points("query_points", queries, t_total, frame_size).to(feats.device)
     cost = HeftCost(feats, _stride_pair(stride), frame_size, upsample, max_elements)

@@ -7,14 +7,15 @@ of the top-3 cells of its channel (weights renormalised), -1 where the channel i
 
 Where CRW rounds the keypoint to an integer cell and stamps a (6 sigma + 1)-wide kernel, this
 evaluates the Gaussian at every cell centre from the sub-cell keypoint position, truncated at 3 sigma.
-Cell (i,j) <-> pixel centre ((j+0.5)*sx - 0.5, (i+0.5)*sy - 0.5) (align_corners False), in both directions.
+Pixel <-> cell conversion follows the pack convention (datatypes.py), in both directions.
 """
 from __future__ import annotations
 
 import torch
 
 from .checks import check_finite
-from .propagation import Progress, check_features, propagate_soft_labels
+from .datatypes import cell_to_pixel, check_feature_tensor, inside_frame, pixel_to_cell
+from .propagation import Progress, propagate_soft_labels
 
 
 def _check_keypoints(points, size: tuple[int, int]) -> torch.Tensor:
@@ -23,7 +24,7 @@ def _check_keypoints(points, size: tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"points: expected keypoints [N,2] as (x,y) pixels, got shape {tuple(p.shape)}")
     check_finite("points", p)
     h, w = size
-    bad = (p[:, 0] < -0.5) | (p[:, 0] > w - 0.5) | (p[:, 1] < -0.5) | (p[:, 1] > h - 0.5)
+    bad = ~inside_frame(p, size)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
         raise ValueError(f"points: keypoint {i} at x={p[i, 0]:.1f}, y={p[i, 1]:.1f} is outside the {w}x{h} frame")
@@ -36,10 +37,8 @@ def keypoint_heatmaps(points: torch.Tensor, feat_hw: tuple[int, int], stride: tu
     if not float(sigma) > 0:
         raise ValueError(f"sigma: must be > 0, got {sigma}")
     h, w = int(feat_hw[0]), int(feat_hw[1])
-    sy, sx = float(stride[0]), float(stride[1])
     p = torch.as_tensor(points, dtype=torch.float32)
-    cx = (p[:, 0] + 0.5) / sx - 0.5
-    cy = (p[:, 1] + 0.5) / sy - 0.5
+    cx, cy = pixel_to_cell(p, stride).unbind(-1)
     ys = torch.arange(h, dtype=torch.float32, device=p.device)
     xs = torch.arange(w, dtype=torch.float32, device=p.device)
     d2 = (ys[None, :, None] - cy[:, None, None]) ** 2 + (xs[None, None, :] - cx[:, None, None]) ** 2
@@ -60,8 +59,7 @@ def keypoints_from_soft(soft: torch.Tensor, stride: tuple[float, float], top: in
     wts = vals / total.clamp_min(torch.finfo(vals.dtype).tiny)
     cy = ((idx // w).to(vals.dtype) * wts).sum(2)
     cx = ((idx % w).to(vals.dtype) * wts).sum(2)
-    sy, sx = float(stride[0]), float(stride[1])
-    pts = torch.stack([(cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5], dim=-1)
+    pts = cell_to_pixel(torch.stack([cx, cy], dim=-1), stride)
     pts = torch.where(found[..., None], pts, torch.full_like(pts, -1.0))
     return pts, found
 
@@ -73,7 +71,7 @@ def propagate_keypoints(features: torch.Tensor, points: torch.Tensor, frame_size
     """features [T,C,h,w] of frames of `frame_size` (H,W); keypoints [N,2] (x,y) at frame 0 ->
     (points [T,N,2] pixels with -1 where lost, found [T,N]). Frame 0 returns the keypoints themselves.
     Default context 20 frames as CRW's JHMDB setting."""
-    features = check_features("features", features)
+    features = check_feature_tensor("features", features, cast_float=True)
     h, w = features.shape[2:]
     size = (int(frame_size[0]), int(frame_size[1]))
     p = _check_keypoints(points, size).to(features.device)

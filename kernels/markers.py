@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from .checks import check_points, check_video
+from .checks import check_video
+from .datatypes import check_points
 
 
 def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], radius: float = 2.0,

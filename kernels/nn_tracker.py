@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from .checks import check_feature_frames
+from .datatypes import check_feature_tensor
 from .cost_volume import (cell_to_pixel, check_query_points, frame_chunk_size, normalise,
                           sample_descriptors)
 
@@ -64,7 +64,7 @@ def track_nearest_neighbour(features: torch.Tensor, stride, queries: torch.Tenso
                             max_elements: int = 2 ** 25, progress: Callable[[], None] | None = None):
     """Fast: frames in chunks, all points at once; memory ~ max_elements (+ the [T,N] outputs)."""
     _check_args(threshold, refine_radius, refine_temperature)
-    feats = check_feature_frames("features", features)
+    feats = check_feature_tensor("features", features)
     t_total, c, h, w = feats.shape
     q = check_query_points("query_points", queries, t_total, frame_size).to(feats.device)
     desc = normalise(sample_descriptors(feats, q, stride), 1)

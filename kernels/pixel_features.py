@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_video
+from .datatypes import make_feature_meta, make_features
 
 
 def patch_features(frames, patch: int = 8, dim: int = 0, seed: int = 0, center: bool = True,
@@ -44,10 +45,9 @@ def patch_features(frames, patch: int = 8, dim: int = 0, seed: int = 0, center: 
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         grid = torch.stack([gx, gy])[None].expand(t, -1, -1, -1).to(feats) * coords
         feats = torch.cat([feats, grid], 1)
-    meta = {"backbone": "pixels", "kind": "patch", "patch": int(patch), "dim": int(dim), "seed": int(seed),
-            "center": bool(center), "coords": float(coords)}
-    return {"features": feats.contiguous(), "stride": (int(patch), int(patch)), "frame_size": (int(H), int(W)),
-            "meta": meta}
+    meta = make_feature_meta("pixels", "patch", patch=int(patch), dim=int(dim), seed=int(seed), center=bool(center),
+                             coords=float(coords))
+    return make_features(feats.contiguous(), (patch, patch), (H, W), meta)
 
 
 def patch_features_ref(frames, patch: int = 8, dim: int = 0, seed: int = 0, center: bool = True,

@@ -24,17 +24,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .checks import check_feature_frames, check_finite
+from .checks import check_finite
+from .datatypes import check_feature_tensor
 
 Progress = Callable[[], None] | None
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def check_features(name: str, features) -> torch.Tensor:
-    """Features [T,C,h,w], finite; integer features are cast to float."""
-    return check_feature_frames(name, features, cast_float=True)
-
-
 def check_label_map(name: str, label_map, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Integer label map [H,W] (0 = background, objects 1..K); at least one object pixel."""
     if not isinstance(label_map, torch.Tensor):
@@ -74,7 +70,7 @@ def labels_from_map(label_map: torch.Tensor, feat_hw: tuple[int, int],
 
 
 def _check_args(features, first_labels, n_context, radius, top_k, temperature):
-    features = check_features("features", features)
+    features = check_feature_tensor("features", features, cast_float=True)
     if not isinstance(first_labels, torch.Tensor) or first_labels.ndim != 3:
         raise ValueError("first_labels: expected soft labels [L,h,w] on the feature grid")
     if tuple(first_labels.shape[1:]) != tuple(features.shape[2:]):
@@ -206,7 +202,7 @@ def propagate_label_map(features: torch.Tensor, label_map: torch.Tensor, n_conte
                         progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
     """First-frame label map [H,W] (ids, 0 = background) -> (soft [T,L,h,w], labels [T,H,W]).
     Frame 0 of `labels` is the given map itself (the ground truth, as in the DAVIS protocol)."""
-    features = check_features("features", features)
+    features = check_feature_tensor("features", features, cast_float=True)
     lab = check_label_map("label_map", label_map).to(features.device)
     first = labels_from_map(lab, tuple(features.shape[2:]), num_labels).to(features.dtype)
     soft = propagate_soft_labels(features, first, n_context, radius, top_k, temperature, tile, progress)

@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from .checks import check_points, check_video
+from .checks import check_video
+from .datatypes import check_points
 from .color_rebalance import rgb_to_hsv
 
 

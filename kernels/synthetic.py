@@ -25,6 +25,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .datatypes import inside_frame, make_tracks
+
 TEX = 64   # texels per side of every periodic texture
 SHAPES = ("disc", "rect", "ellipse")
 
@@ -46,8 +48,8 @@ class SyntheticClip:
 
     def tracks(self) -> dict:
         """The ground truth as a TRACKS dict (with query_points and frame_size)."""
-        return {"track_path": self.track_path, "track_visibility": self.track_visibility,
-                "query_points": self.query_points, "frame_size": self.frame_size}
+        return make_tracks(self.track_path, self.track_visibility, query_points=self.query_points,
+                           frame_size=self.frame_size)
 
 
 @dataclass
@@ -223,7 +225,7 @@ def _covered(obj: _Object, pos: np.ndarray) -> np.ndarray:
 
 def _visibility(objects: list[_Object], pos: np.ndarray, depth: int, h: int, w: int) -> np.ndarray:
     """Visibility of points at pos [T,N,2] that lie at depth `depth` (-1 = background)."""
-    vis = (pos[..., 0] >= -0.5) & (pos[..., 0] <= w - 0.5) & (pos[..., 1] >= -0.5) & (pos[..., 1] <= h - 0.5)
+    vis = inside_frame(pos, (h, w))
     for j in range(depth + 1, len(objects)):
         vis &= ~_covered(objects[j], pos)
     return vis

@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from .checks import check_tracks, check_video
+from .checks import check_video
+from .datatypes import check_tracks
 
 PIECE = 2.0   # max length (px) of one segment piece
 

@@ -1,7 +1,7 @@
 """Points and tracks in and out: point strings, ATI tracks JSON, and track files (npz/json/csv).
 
-TRACKS inside the pack: {"track_path": float32 [T,N,2] (x,y px), "track_visibility": bool [T,N]} plus
-optional "query_points" [N,3] (t,x,y) and "frame_size" (H,W).
+TRACKS and the coordinate convention are defined in datatypes.py; the TAP-Vid npz layout here stores
+(t, y, x) queries and [N,T,2] tracks, converted on write and read.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 import numpy as np
 import torch
 
-from .checks import check_points, check_tracks
+from .datatypes import check_points, check_tracks, make_tracks
 
 ATI_SAMPLES = 121   # core WanTrackToVideo pads/truncates every track to this many samples
 
@@ -296,13 +296,9 @@ def _f32(x) -> str:
 
 
 def _tracks_dict(path: np.ndarray, vis: np.ndarray, query, frame_size) -> dict:
-    out = {"track_path": torch.from_numpy(np.ascontiguousarray(path, dtype=np.float32)),
-           "track_visibility": torch.from_numpy(np.ascontiguousarray(vis, dtype=bool))}
-    if query is not None:
-        out["query_points"] = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
-    if frame_size is not None:
-        out["frame_size"] = tuple(int(v) for v in frame_size)
-    return out
+    return make_tracks(np.ascontiguousarray(path, dtype=np.float32), np.ascontiguousarray(vis, dtype=bool),
+                       query_points=None if query is None else np.asarray(query, dtype=np.float32),
+                       frame_size=frame_size)
 
 
 def _load_npz(path: str) -> dict:

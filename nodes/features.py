@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..kernels.datatypes import check_features, make_features
 from ..kernels.feature_select import LAYOUTS, parse_heads, select_heads_frequencies
 from ..kernels.feature_select import spatial_lowpass as lowpass_maps
 from ..kernels.fusion import fuse_feature_dicts
@@ -11,32 +12,6 @@ from ..kernels.pixel_features import patch_features
 from .common import Features, Progress, category
 from .inputs import VdtNode, seed_input, video_input
 from .timing import now, stamp_features
-
-
-def check_features(name: str, features, heads_axis: bool | None = None) -> dict:
-    """Validate a VDT_FEATURES dict; heads_axis True/False demands [T,heads,C,h,w] / [T,C,h,w]."""
-    if not isinstance(features, dict) or "features" not in features:
-        raise ValueError(f"{name}: expected VDT_FEATURES (a dict with 'features', 'stride', 'frame_size')")
-    f = features["features"]
-    if not isinstance(f, torch.Tensor) or f.ndim not in (4, 5) or not f.is_floating_point():
-        raise ValueError(f"{name}: 'features' must be a float tensor [T,C,h,w] or [T,heads,C,h,w], got "
-                         f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
-    if heads_axis is True and f.ndim != 5:
-        raise ValueError(f"{name}: expected per-head features [T,heads,C,h,w] (q/k of an attention layer), got "
-                         f"{tuple(f.shape)}")
-    if heads_axis is False and f.ndim != 4:
-        raise ValueError(f"{name}: has a heads axis {tuple(f.shape)}; pick heads first with "
-                         "'VDT Select Heads/Frequencies'")
-    try:
-        sy, sx = (float(v) for v in features["stride"])
-        fh, fw = (int(v) for v in features["frame_size"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{name}: needs 'stride' (sy,sx) and 'frame_size' (H,W)") from None
-    if sy <= 0 or sx <= 0 or fh < 1 or fw < 1:
-        raise ValueError(f"{name}: invalid stride {features['stride']} or frame_size {features['frame_size']}")
-    if not bool(torch.isfinite(f).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return {"features": f, "stride": (sy, sx), "frame_size": (fh, fw), "meta": dict(features.get("meta") or {})}
 
 
 def parse_rope_dims(text: str) -> tuple[int, int, int]:
@@ -122,7 +97,7 @@ class VDT_SelectHeadsFrequencies(VdtNode):
     @classmethod
     def execute(cls, features, heads, rope_dims, freq_low, freq_high, layout, spatial_lowpass) -> io.NodeOutput:
         start = now()
-        f = check_features("features", features, heads_axis=True)
+        f = check_features("features", features, heads="require")
         x = f["features"]
         progress = Progress(2)
         dims = parse_rope_dims(rope_dims)
@@ -135,8 +110,7 @@ class VDT_SelectHeadsFrequencies(VdtNode):
         meta = dict(f["meta"], heads=parse_heads(heads, x.shape[1]), rope_dims=dims,
                     freq_range=(float(freq_low), float(freq_high)), rope_layout=layout,
                     spatial_lowpass=float(spatial_lowpass))
-        return io.NodeOutput(stamp_features({"features": out, "stride": f["stride"], "frame_size": f["frame_size"],
-                                             "meta": meta}, start, features))
+        return io.NodeOutput(stamp_features(make_features(out, f["stride"], f["frame_size"], meta), start, features))
 
 
 
@@ -161,10 +135,8 @@ class VDT_FuseFeatures(VdtNode):
     @classmethod
     def execute(cls, features_a, features_b, alpha) -> io.NodeOutput:
         start = now()
-        fa = check_features("features_a", features_a, heads_axis=False)
-        fb = check_features("features_b", features_b, heads_axis=False)
         progress = Progress(1)
-        out = fuse_feature_dicts(fa, fb, float(alpha))
+        out = fuse_feature_dicts(features_a, features_b, float(alpha))
         progress()
         return io.NodeOutput(stamp_features(out, start, features_a, features_b))
 

@@ -6,7 +6,8 @@ import re
 import torch
 from comfy_api.latest import io
 
-from ..kernels.checks import check_tracks, check_video
+from ..kernels.checks import check_video
+from ..kernels.datatypes import check_tracks, inside_frame, make_tracks
 from ..kernels.color_rebalance import rebalance_colors
 from ..kernels.markers import draw_markers
 from ..kernels.red_tracker import track_red_markers
@@ -36,8 +37,7 @@ def _visible_track_points(tracks, frames: int, size: tuple[int, int]) -> torch.T
     path, vis = check_tracks("tracks", tracks, frames=frames)
     tt, nn = vis.nonzero(as_tuple=True)
     xy = path[tt, nn]
-    h, w = size
-    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
+    inside = inside_frame(xy, size)
     if not bool(inside.any()):
         raise ValueError("tracks: no visible point inside the frame to draw")
     return torch.cat([tt[inside, None].float(), xy[inside]], 1)
@@ -156,9 +156,7 @@ class VDT_TrackRedMarkers(VdtNode):
         path, vis = track_red_markers(v, q.to(v.device), float(radius), float(growth), float(centroid_radius),
                                       float(h_low), float(h_high), float(s_min), float(v_min),
                                       progress=Progress(max(t - 1 - start, 1)))
-        tracks = {"track_path": path.cpu().float(), "track_visibility": vis.cpu().bool(), "query_points": q,
-                  "frame_size": (h, w)}
-        return io.NodeOutput(stamp_tracks(tracks, t0))
+        return io.NodeOutput(stamp_tracks(make_tracks(path, vis, query_points=q, frame_size=(h, w)), t0))
 
 
 NODES = [VDT_DrawMarkers, VDT_RebalanceColors, VDT_TrackRedMarkers]

@@ -5,6 +5,7 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels.checks import check_mask, check_video
+from ..kernels.datatypes import check_features, make_tracks
 from ..kernels.keypoint_propagation import propagate_keypoints
 from ..kernels.propagation import propagate_label_map
 from ..kernels.tracks_io import parse_points
@@ -16,25 +17,6 @@ MASK_KINDS = ["binary", "label map", "object per batch entry"]
 PALETTE = torch.tensor([[128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128], [0, 128, 128],
                         [128, 128, 128], [64, 0, 0], [192, 0, 0], [64, 128, 0], [192, 128, 0], [64, 0, 128]],
                        dtype=torch.float32) / 255.0
-
-
-def feature_tensor(features) -> tuple[torch.Tensor, tuple[int, int]]:
-    """VDT_FEATURES -> ([T,C,h,w], frame_size). Per-head features [T,heads,C,h,w] are L2-normalised per head
-    and concatenated, so the propagation cosine is the mean of the per-head cosines."""
-    if not isinstance(features, dict) or "features" not in features:
-        raise ValueError("features: expected VDT_FEATURES (a dict with 'features', 'stride', 'frame_size')")
-    f = features["features"]
-    if not isinstance(f, torch.Tensor) or f.ndim not in (4, 5):
-        raise ValueError(f"features: expected [frames,C,h,w] or [frames,heads,C,h,w], got "
-                         f"{tuple(f.shape) if hasattr(f, 'shape') else type(f).__name__}")
-    f = f.float()
-    if f.ndim == 5:
-        f = torch.nn.functional.normalize(f, dim=2).flatten(1, 2)
-    size = features.get("frame_size")
-    if size is None:
-        raise ValueError("features: missing 'frame_size'")
-    size = tuple(int(v) for v in (size.tolist() if hasattr(size, "tolist") else size))
-    return f, size
 
 
 def _match_frames(f: torch.Tensor, size: tuple[int, int], images: torch.Tensor) -> None:
@@ -126,7 +108,8 @@ class VDT_PropagateLabels(VdtNode):
     def execute(cls, features, images, mask, mask_kind, n_context, radius, top_k, temperature, output_object=0,
                 overlay_opacity=0.5) -> io.NodeOutput:
         frames = check_video("images", images)
-        f, size = feature_tensor(features)
+        fd = check_features("features", features, heads="flatten", cast_float=True)  # per-head: mean cosine
+        f, size = fd["features"], fd["frame_size"]
         _match_frames(f, size, frames)
         lab = first_label_map(mask, mask_kind, size)
         n_obj = int(lab.max())
@@ -169,7 +152,8 @@ class VDT_PropagateKeypoints(VdtNode):
 
     @classmethod
     def execute(cls, features, points, n_context, radius, top_k, temperature, sigma=0.5) -> io.NodeOutput:
-        f, size = feature_tensor(features)
+        fd = check_features("features", features, heads="flatten", cast_float=True)  # per-head: mean cosine
+        f, size = fd["features"], fd["frame_size"]
         q = parse_points(points, f.shape[0], size)
         if bool((q[:, 0] != 0).any()):
             raise ValueError("points: keypoint propagation starts from frame 0; remove the 't' values")
@@ -178,9 +162,7 @@ class VDT_PropagateKeypoints(VdtNode):
         pts, found = pts.cpu(), found.cpu()
         for t in range(1, pts.shape[0]):            # lost (-1) -> hold the last position, keep it not visible
             pts[t] = torch.where(found[t, :, None], pts[t], pts[t - 1])
-        tracks = {"track_path": pts.float(), "track_visibility": found.bool(), "query_points": q,
-                  "frame_size": size}
-        return io.NodeOutput(tracks)
+        return io.NodeOutput(make_tracks(pts, found, query_points=q, frame_size=size))
 
 
 NODES = [VDT_PropagateLabels, VDT_PropagateKeypoints]

@@ -8,13 +8,13 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels.checks import check_video
+from ..kernels.datatypes import check_features, make_tracks
 from ..kernels.difftrack import track_difftrack
 from ..kernels.flow_tracker import track_with_flow
 from ..kernels.heft_tracker import track_heft
 from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
-from .features import check_features
 from .inputs import VdtNode, cells_radius_input, pixels_radius_input, points_input, video_input
 from .timing import now, stamp_tracks
 
@@ -35,22 +35,21 @@ def _choice(name: str, value, options: list[str]) -> str:
     return value
 
 
-def _features_and_points(features, points, heads_axis):
-    f = check_features("features", features, heads_axis=heads_axis)
+def _features_and_points(features, points, heads):
+    f = check_features("features", features, heads=heads)
     queries = parse_points(points, f["features"].shape[0], f["frame_size"])
     return f, f["features"].to(_device(), torch.float32), queries   # half-precision features: kernels use float32
 
 
 def _tracks(start, upstream, path, vis, queries, frame_size, **extra) -> dict:
     """TRACKS with the tracker's extras, stamped with the seconds of the whole chain (see timing)."""
-    tracks = {"track_path": path.float().cpu(), "track_visibility": vis.bool().cpu(), "query_points": queries.cpu(),
-              "frame_size": tuple(frame_size), **{k: v.cpu() for k, v in extra.items()}}
-    return stamp_tracks(tracks, start, *upstream)
+    return stamp_tracks(make_tracks(path, vis, query_points=queries, frame_size=frame_size, **extra), start,
+                        *upstream)
 
 
 def run_nearest_neighbour(features, points, threshold, refine_radius, refine_temperature) -> dict:
     start = now()
-    f, x, queries = _features_and_points(features, points, heads_axis=False)
+    f, x, queries = _features_and_points(features, points, heads="forbid")
     path, vis, conf = track_nearest_neighbour(x, f["stride"], queries, f["frame_size"], float(threshold),
                                               int(refine_radius), float(refine_temperature),
                                               progress=Progress(x.shape[0]))
@@ -62,7 +61,7 @@ def run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_
     start = now()
     _choice("resolution", resolution, HEFT_RESOLUTION)
     _choice("fb_mode", fb_mode, FB_MODES)
-    f, x, queries = _features_and_points(features, points, heads_axis=False)
+    f, x, queries = _features_and_points(features, points, heads="forbid")
     tq = queries[:, 0].long()
     steps = max(int(torch.maximum(x.shape[0] - 1 - tq, tq).max()), 1)
     # forward steps + backward checks; 'speculative' redoes both from a point's first wrong guess, so its total
@@ -78,7 +77,7 @@ def run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_
 def run_difftrack(features, points, scale, key_features=None) -> dict:
     start = now()
     _choice("scale", scale, DIFFTRACK_SCALES)
-    f, x, queries = _features_and_points(features, points, heads_axis=None)
+    f, x, queries = _features_and_points(features, points, heads="any")
     keys = None
     if key_features is not None:
         k = check_features("key_features", key_features)
@@ -281,8 +280,7 @@ class VDT_FlowTracker(VdtNode):
         query = parse_points(points, t_n, (h, w))
         path, vis = track_with_flow(video, query, method=_choice("method", method, FLOW_METHODS),
                                     fb_threshold=fb_threshold, progress=Progress(max(t_n - 1, 1)))
-        return io.NodeOutput(stamp_tracks({"track_path": path, "track_visibility": vis, "query_points": query,
-                                           "frame_size": (h, w)}, start))
+        return io.NodeOutput(stamp_tracks(make_tracks(path, vis, query_points=query, frame_size=(h, w)), start))
 
 
 NODES = [VDT_TrackNearestNeighbour, VDT_TrackHeFT, VDT_TrackDiffTrack, VDT_TrackPoints, VDT_FlowTracker]

@@ -6,7 +6,8 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..kernels.checks import check_tracks, check_video
+from ..kernels.checks import check_video
+from ..kernels.datatypes import check_tracks, make_tracks
 from ..kernels.track_draw import tracks_to_mask
 from ..kernels.tracks_io import (ATI_SAMPLES, ati_json_to_tracks, load_tracks, parse_points, points_to_json,
                                  save_tracks, tracks_to_ati_json)
@@ -203,7 +204,7 @@ class VDT_ATIToTracks(VdtNode):
     @classmethod
     def execute(cls, tracks_json, frames, stretch=False) -> io.NodeOutput:
         path, vis = ati_json_to_tracks(tracks_json, frames, stretch=stretch)
-        return io.NodeOutput({"track_path": path, "track_visibility": vis})
+        return io.NodeOutput(make_tracks(path, vis))
 
 
 class VDT_TracksToMask(VdtNode):

@@ -16,7 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..kernels.cost_volume import _stride_pair, check_query_points
+from ..kernels.cost_volume import check_query_points
+from ..kernels.datatypes import stride_pair as _stride_pair
 from ..kernels.heft_tracker import check_heft_args
 
 

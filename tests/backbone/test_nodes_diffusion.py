@@ -28,8 +28,8 @@ def test_timestep_takes_precedence_over_noise_level(wan_t2v, wan_vae):
     clip = synthetic_clip(5, 32, 32)
     a = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1, noise_level=0.9, timestep=500).result[0]
     assert a["meta"]["timestep"] == pytest.approx(500.0)
-    assert a["meta"]["level"] == pytest.approx(0.5 / (8 - 7 * 0.5))
-    b = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1, noise_level=a["meta"]["level"]).result[0]
+    assert a["meta"]["noise_level"] == pytest.approx(0.5 / (8 - 7 * 0.5))
+    b = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1, noise_level=a["meta"]["noise_level"]).result[0]
     assert torch.allclose(a["features"], b["features"], atol=1e-5)
 
 
