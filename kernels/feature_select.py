@@ -1,4 +1,5 @@
-"""Head and RoPE-frequency selection of per-head q/k features, plus a spatial low-pass (methods_spec 1.2).
+"""Head and RoPE-frequency selection of per-head q/k features, plus a spatial low-pass (HeFT,
+arXiv 2512.04619; docs/methods.md §3).
 
 RoPE bands: a head's C channels are three rotary groups (T, H, W) of sizes `rope_dims`, laid out contiguously.
 Inside a group the frequency index grows with the channel index (theta_i = base^(-2i/d): low index = high
@@ -19,31 +20,52 @@ import torch
 LAYOUTS = ("contiguous", "interleaved", "half_split")
 
 
-def parse_heads(spec, heads: int) -> list[int]:
-    """'6' / '1,3,5' / 'all' / int / list -> list of head indices (validated against `heads`)."""
+def _head_list(spec) -> list[int] | None:
+    """'6' / '1,3,5' / 'all' / int / list -> head ids, None for all heads (syntax only)."""
     if isinstance(spec, str):
         text = spec.strip().lower()
         if text in ("all", "-1", "*"):
-            return list(range(heads))
+            return None
         try:
             out = [int(p) for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
         except ValueError:
             raise ValueError(f"heads: expected a head index, a comma list like '1,3,5', or 'all', got {spec!r}") \
                 from None
     elif isinstance(spec, int) and not isinstance(spec, bool):
-        out = list(range(heads)) if spec == -1 else [spec]
+        out = None if spec == -1 else [spec]
     elif isinstance(spec, (list, tuple)):
         out = [int(v) for v in spec]
     else:
         raise ValueError(f"heads: expected a string, an int or a list, got {type(spec).__name__}")
-    if not out:
+    if out is not None and not out:
         raise ValueError("heads: no head selected")
+    if out is not None and len(set(out)) != len(out):
+        raise ValueError(f"heads: repeated head in {out}")
+    return out
+
+
+def parse_heads(spec, heads: int) -> list[int]:
+    """'6' / '1,3,5' / 'all' / int / list -> list of head indices (validated against `heads`)."""
+    out = _head_list(spec)
+    if out is None:
+        return list(range(heads))
     bad = [v for v in out if not 0 <= v < heads]
     if bad:
         raise ValueError(f"heads: {bad} out of range, the features have heads 0..{heads - 1}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"heads: repeated head in {out}")
     return out
+
+
+def head_positions(spec, head_ids) -> list[int]:
+    """Requested ORIGINAL head ids ('6' / '1,3,5' / 'all' / int / list) -> their positions along the heads axis
+    of features that hold the heads `head_ids` (VDT_FEATURES meta["heads"]), in the requested order."""
+    ids = [int(h) for h in head_ids]
+    out = _head_list(spec)
+    if out is None:
+        return list(range(len(ids)))
+    missing = [h for h in out if h not in ids]
+    if missing:
+        raise ValueError(f"heads: {missing} not among the heads these features hold {ids}")
+    return [ids.index(h) for h in out]
 
 
 def rope_band_indices(channels: int, rope_dims, freq_range, layout: str = "contiguous") -> torch.Tensor:

@@ -25,8 +25,8 @@ Modes (`fb_mode`):
     one CPU thread. It holds one descriptor per (track, start step): M*T*C values per chunk of tracks.
   'sequential': the same result the plain way: the backward check from every step runs before the next forward
     step: O(T^2) steps, each vectorised over all tracks.
-  'batched' (no feedback): the forward pass assumes every step visible (bounded search and EMA always
-    on); afterwards every start step's backward track is advanced together, one step at a time: O(T) vectorised
+  'no_feedback' (formerly 'batched', still accepted): the forward pass assumes every step visible (bounded
+    search and EMA always on); afterwards every start step's backward track is advanced together, one step at a time: O(T) vectorised
     steps; the RMS then counts every step in [0, i). Not the published algorithm (visibility feeds nothing).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ _GUESS_HORIZON = 3      # steps a corrected visibility is assumed to persist (fa
 
 def run_stepwise(trk: HeftSearch, tq, direction, length, pos, vis, err, radius: float, thr: float, seq: bool,
                  progress: Callable[[], None] | None) -> None:
-    """fb_mode 'sequential' (seq True) or 'batched' (seq False, no feedback): fills pos/vis/err in place."""
+    """fb_mode 'sequential' (seq True) or 'no_feedback' (seq False): fills pos/vis/err in place."""
     dev = pos.device
     m = tq.shape[0]
     desc = trk.sample(tq, pos[0])

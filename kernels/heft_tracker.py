@@ -27,9 +27,10 @@ from .heft_cost import HeftCost
 from .heft_feedback import run_speculative, run_stepwise, to_absolute
 from .heft_search import HeftSearch, ema_offsets
 
-__all__ = ["FB_MODES", "check_heft_args", "ema_offsets", "track_heft"]
+__all__ = ["FB_MODES", "FB_MODE_ALIASES", "check_heft_args", "ema_offsets", "track_heft"]
 
-FB_MODES = ("speculative", "sequential", "batched")
+FB_MODES = ("speculative", "sequential", "no_feedback")
+FB_MODE_ALIASES = {"batched": "no_feedback"}    # the old name, still accepted (saved workflows)
 
 
 def check_heft_args(search_radius, argmax_radius, vis_threshold, alpha, temperature, ema_range, fb_mode,
@@ -51,7 +52,7 @@ def check_heft_args(search_radius, argmax_radius, vis_threshold, alpha, temperat
         raise ValueError(f"temperature: must be positive, got {temperature}")
     if ema_range < 0 or int(ema_range) != ema_range:
         raise ValueError(f"ema_range: must be a non-negative integer number of pixels, got {ema_range}")
-    if fb_mode not in FB_MODES:
+    if FB_MODE_ALIASES.get(fb_mode, fb_mode) not in FB_MODES:
         raise ValueError(f"fb_mode: expected one of {FB_MODES}, got {fb_mode!r}")
 
 

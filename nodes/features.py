@@ -5,7 +5,7 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels.datatypes import check_features, make_features
-from ..kernels.feature_select import LAYOUTS, parse_heads, select_heads_frequencies
+from ..kernels.feature_select import LAYOUTS, head_positions, select_heads_frequencies
 from ..kernels.feature_select import spatial_lowpass as lowpass_maps
 from ..kernels.fusion import fuse_feature_dicts
 from ..kernels.pixel_features import patch_features
@@ -72,8 +72,8 @@ class VDT_SelectHeadsFrequencies(VdtNode):
             inputs=[
                 Features.Input("features", tooltip="Per-head features [T,heads,C,h,w] (attention q or k)."),
                 io.String.Input("heads", default="all",
-                                tooltip="One head ('6'), a list ('1,3,5', concatenated in that order) or 'all'. "
-                                        "HeFT: Cosmos 6, Wan 1, CogVideoX 19."),
+                                tooltip="Head ids of the model, as extracted: one head ('6'), a list ('1,3,5', "
+                                        "concatenated in that order) or 'all'. HeFT: Cosmos 6, Wan 1, CogVideoX 19."),
                 io.String.Input("rope_dims", default="44,42,42",
                                 tooltip="Channels of the (T,H,W) RoPE groups of one head; must sum to head_dim. "
                                         "Wan/Cosmos head_dim 128: 44,42,42; CogVideoX 64: 16,24,24."),
@@ -103,11 +103,13 @@ class VDT_SelectHeadsFrequencies(VdtNode):
         dims = parse_rope_dims(rope_dims)
         if freq_low <= 0 and freq_high >= 1:
             dims = None                         # the full range keeps every channel, whatever the head size
-        out = select_heads_frequencies(x, heads, dims, (freq_low, freq_high), layout)
+        ids = f["meta"]["heads"]                # the original head ids along the heads axis
+        pos = head_positions(heads, ids)
+        out = select_heads_frequencies(x, pos, dims, (freq_low, freq_high), layout)
         progress()
         out = lowpass_maps(out, spatial_lowpass)
         progress()
-        meta = dict(f["meta"], heads=parse_heads(heads, x.shape[1]), rope_dims=dims,
+        meta = dict(f["meta"], heads=[ids[i] for i in pos], rope_dims=dims,
                     freq_range=(float(freq_low), float(freq_high)), rope_layout=layout,
                     spatial_lowpass=float(spatial_lowpass))
         return io.NodeOutput(stamp_features(make_features(out, f["stride"], f["frame_size"], meta), start, features))

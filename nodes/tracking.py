@@ -11,7 +11,8 @@ from ..kernels.checks import check_video
 from ..kernels.datatypes import check_features, make_tracks
 from ..kernels.difftrack import track_difftrack
 from ..kernels.flow_tracker import track_with_flow
-from ..kernels.heft_tracker import track_heft
+from ..kernels.heft_tracker import FB_MODE_ALIASES, track_heft
+from ..kernels.heft_tracker import FB_MODES as HEFT_FB_MODES
 from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
@@ -20,7 +21,7 @@ from .timing import now, stamp_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
 HEFT_RESOLUTION = ["pixels", "feature grid"]
-FB_MODES = ["speculative", "sequential", "batched"]
+FB_MODES = [*HEFT_FB_MODES, *FB_MODE_ALIASES]     # old names last, so saved workflows still load
 DIFFTRACK_SCALES = ["heads", "head_dim"]
 FLOW_METHODS = ["dis", "farneback"]
 
@@ -135,8 +136,9 @@ FB_MODE_TOOLTIP = ("Forward-backward visibility. 'speculative' = the published a
                    "frame's search radius and EMA), computed by guessing visibilities, checking all frames' "
                    "backward tracks together and restarting a point from its first wrong guess: same result as "
                    "'sequential', O(T x surprises) batched steps (best on a GPU). 'sequential' = the same result "
-                   "step by step: O(T^2) small steps (least work on CPU). 'batched' = forward pass first, then all "
-                   "backward checks together, no feedback: O(T) steps, not the published algorithm.")
+                   "step by step: O(T^2) small steps (least work on CPU). 'no_feedback' = forward pass first, "
+                   "then all backward checks together, no feedback: O(T) steps, not the published algorithm "
+                   "('batched' is its old name).")
 SCALE_TOOLTIP = "Softmax scale sqrt(number of heads) (the published code's quirk) or sqrt(head_dim)."
 KEYS_TOOLTIP = "Per-head keys [T,heads,C,h,w]; if absent, 'features' serves as both queries and keys."
 

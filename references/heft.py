@@ -110,7 +110,7 @@ def _one_direction(maps, tq, x, y, p):
     t_total = maps.maps.shape[0]
     step = lambda t, d, prev, r: _step(maps, t, d, prev, r, p["argmax_radius"], p["temperature"])  # noqa: E731
     ema = lambda t, d, xy: _ema(maps, t, d, xy, p["alpha"], p["ema_range"])                          # noqa: E731
-    feedback = p["fb_mode"] != "batched"      # 'speculative' computes exactly the 'sequential' result
+    feedback = p["fb_mode"] not in ("no_feedback", "batched")   # 'speculative' = exactly the 'sequential' result
     pos = {tq: torch.tensor([x, y], dtype=maps.maps.dtype)}
     vis = {tq: True}
     err = {tq: 0.0}

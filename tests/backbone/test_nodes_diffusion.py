@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDiffusionFeatures, parse_int_list
+from vdtrack.nodes.features import VDT_SelectHeadsFrequencies
 
 from .conftest import synthetic_clip
 
@@ -20,6 +21,12 @@ def test_extract_features_node(wan_t2v, wan_vae):
     again = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=2, kind="k", heads="1",
                                                  noise_level=0.1, seed=3).result[0]
     assert torch.equal(out["features"], again["features"])
+    # heads are the model's head ids end to end: extract head 1, then select head 1 (not position 0)
+    sel = VDT_SelectHeadsFrequencies.execute(out, "1", "44,42,42", 0.15, 1.0, "contiguous", 1.0).result[0]
+    # int(0.15 * 44) = int(0.15 * 42) = 6 bands dropped from each RoPE group
+    assert sel["meta"]["heads"] == [1] and sel["features"].shape[:2] == (9, (44 - 6) + 2 * (42 - 6))
+    with pytest.raises(ValueError, match=r"heads: \[0\] not among the heads these features hold \[1\]"):
+        VDT_SelectHeadsFrequencies.execute(out, "0", "44,42,42", 0.15, 1.0, "contiguous", 1.0)
     block = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=0, kind="block").result[0]
     assert block["features"].shape == (9, 256, 2, 3)
 
@@ -29,7 +36,8 @@ def test_timestep_takes_precedence_over_noise_level(wan_t2v, wan_vae):
     a = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1, noise_level=0.9, timestep=500).result[0]
     assert a["meta"]["timestep"] == pytest.approx(500.0)
     assert a["meta"]["noise_level"] == pytest.approx(0.5 / (8 - 7 * 0.5))
-    b = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1, noise_level=a["meta"]["noise_level"]).result[0]
+    b = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1,
+                                             noise_level=a["meta"]["noise_level"]).result[0]
     assert torch.allclose(a["features"], b["features"], atol=1e-5)
 
 

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from vdtrack.kernels.feature_select import parse_heads, rope_band_indices, select_heads_frequencies, spatial_lowpass
+from vdtrack.kernels.feature_select import (head_positions, parse_heads, rope_band_indices, select_heads_frequencies,
+                                            spatial_lowpass)
 from vdtrack.kernels.pixel_features import patch_features, patch_features_ref
 
 
@@ -103,3 +104,14 @@ def test_patch_features_by_hand_and_errors():
         patch_features(frames, patch=8)
     with pytest.raises(ValueError, match="images"):
         patch_features(torch.zeros(4, 4, 3))
+
+
+def test_head_positions_map_original_ids():
+    # features holding the model's heads 3, 7 and 1 (in that order along the heads axis)
+    assert head_positions("7", [3, 7, 1]) == [1]
+    assert head_positions("1,3", [3, 7, 1]) == [2, 0]
+    assert head_positions("all", [3, 7, 1]) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"heads: \[0\] not among"):
+        head_positions("0", [3, 7, 1])
+    with pytest.raises(ValueError, match="repeated"):
+        head_positions("3,3", [3, 7, 1])

@@ -131,6 +131,13 @@ def test_heft_progress_counts():
     assert len(calls) == 2 * 4          # T-1 forward steps + T-1 batched backward steps (O(T))
 
 
+def test_heft_no_feedback_keeps_its_old_name():
+    f = random_clip(t=5)
+    new = track_heft(f, (4, 4), QUERIES[:2], (24, 32), search_radius=9, fb_mode="no_feedback")
+    old = track_heft(f, (4, 4), QUERIES[:2], (24, 32), search_radius=9, fb_mode="batched")   # saved workflows
+    assert all(torch.equal(a, b) for a, b in zip(new, old))
+
+
 @pytest.mark.parametrize("upsample", [True, False])
 def test_heft_speculative_equals_sequential_and_reference(upsample):
     # longer clip, queries in every part of it (tracks forwards and backwards in time), many visibility flips
