@@ -1,5 +1,5 @@
-"""Colour rebalancing for Point Prompting (methods_spec 1.1 step 1): lower the saturation of red hues
-so natural reds are not taken for the red marker, leave every other colour untouched.
+"""Colour rebalancing for Point Prompting (arXiv 2510.11715; docs/methods.md §2 step 1): lower the saturation
+of red hues so natural reds are not taken for the red marker, leave every other colour untouched.
 
 S' = S * (1 - strength * (1 - smoothstep((d - width) / width))), where d is the hue distance from red
 in degrees: hues within `width` degrees of red lose `strength` of their saturation, the loss fades

@@ -1,4 +1,4 @@
-"""DiffTrack query-key matching (methods_spec 1.3).
+"""DiffTrack query-key matching (arXiv 2506.17220; docs/methods.md §4).
 
 For a source frame s (the query frame) and every target frame k:
   attn(s->k) = softmax_j(Q_s[i] . K_k[j] / scale), attn(k->s) = softmax_i(Q_k[j] . K_s[i] / scale), each averaged

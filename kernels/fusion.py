@@ -1,4 +1,5 @@
-"""TED feature fusion (methods_spec 1.4, Eq. 4): R_f = concat(alpha * a/|a|, (1 - alpha) * b/|b|), per-pixel L2
+"""TED feature fusion (arXiv 2512.02339 Eq. 4; docs/methods.md §5):
+R_f = concat(alpha * a/|a|, (1 - alpha) * b/|b|), per-pixel L2
 norms over channels. When the grids differ, b is resized bilinearly (align_corners=False) to a's grid first, so
 the result has a's grid and stride. Since |R_f|^2 = alpha^2 + (1-alpha)^2 everywhere, the cosine between two
 fused vectors is (alpha^2 cos_a + (1-alpha)^2 cos_b) / (alpha^2 + (1-alpha)^2).

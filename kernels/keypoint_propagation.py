@@ -1,4 +1,4 @@
-"""Keypoint propagation, the JHMDB variant of label propagation (methods_spec 4.4).
+"""Keypoint propagation, the JHMDB variant of label propagation (CRW protocol; docs/methods.md §7).
 
 Frame-0 keypoints become Gaussian heatmaps (sigma = 0.5 feature cells) on the feature grid, one label
 channel each, plus a background channel (channel 0 = clamp(1 - sum of heatmaps, 0)); they are

@@ -1,5 +1,5 @@
 """DAVIS-2017 semi-supervised J&F (region Jaccard and boundary F-measure), re-implemented from
-methods_spec.md section 4.3 (davis2017-evaluation semantics).
+the davis2017-evaluation semantics (arXiv 1704.00675; docs/methods.md §9.2).
 
 - J = |S n G| / |S u G| per frame, 1 when the union is empty.
 - F: 1-px boundaries (a pixel differs from its E, S or SE neighbour; neighbours outside the image

@@ -1,4 +1,4 @@
-"""JHMDB-style PCK@alpha for propagated keypoints (methods_spec.md section 4.4).
+"""JHMDB-style PCK@alpha for propagated keypoints (docs/methods.md §9.3).
 
 Per frame the normaliser is 0.6 * ||(box_w, box_h)|| of the tight box around the visible GT joints.
 A (joint, frame) instance counts when its GT joint is visible and the frame is not frame 0 (the

@@ -1,6 +1,6 @@
 """TAP-Vid point-tracking metrics with the semantics of tapnet's `compute_tapvid_metrics`
-(re-implemented from methods_spec.md section 3), query sampling, and the glue that scores one
-video given in the pack's TRACKS layout.
+(TAP-Vid, arXiv 2211.03726; re-implemented as docs/methods.md §9.1 describes), query sampling,
+and the glue that scores one video given in the pack's TRACKS layout.
 
 Conventions
 - Metric inputs follow tapnet: query points [B,N,3] as (t,y,x), occlusion flags [B,N,T] (True =

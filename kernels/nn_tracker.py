@@ -1,4 +1,5 @@
-"""Nearest-neighbour point tracker (Track4Gen / zero-shot SVD features, methods_spec 1.5).
+"""Nearest-neighbour point tracker (Track4Gen / zero-shot SVD features, arXiv 2412.06016;
+docs/methods.md §6).
 
 The query descriptor is the feature bilinearly sampled at the query point in its own frame; in every other
 frame the track is the cell of highest cosine similarity (hard argmax), mapped to pixels (cell centres), and

@@ -1,4 +1,4 @@
-"""Label propagation through a clip with the DINO/DIFT protocol (methods_spec 4.1), windowed fast version.
+"""Label propagation through a clip with the DINO/DIFT protocol (docs/methods.md §7), windowed fast version.
 
 Context for target frame t = the first frame (its one-hot labels) + a FIFO queue of the `n_context`
 most recent predictions (frames max(1, t-n)..t-1, soft labels, never argmaxed). Affinity

@@ -1,4 +1,5 @@
-"""Red-marker colour tracker of Point Prompting (methods_spec 1.1 step 5), batched over points.
+"""Red-marker colour tracker of Point Prompting (arXiv 2510.11715; docs/methods.md §2 step 4), batched over
+points.
 
 Red pixels: HSV on OpenCV's scales (H 0..180, S and V 0..255) with H <= h_low or H >= h_high,
 S >= s_min, V >= v_min. Per point, from its query (t_q, x, y): at each later frame, among the red

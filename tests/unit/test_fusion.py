@@ -1,4 +1,4 @@
-"""TED fusion: fast == reference (with a resize), the effective cosine of methods_spec 1.4, and bad inputs."""
+"""TED fusion: fast == reference (with a resize), the effective cosine of docs/methods.md §5, and bad inputs."""
 import pytest
 import torch
 

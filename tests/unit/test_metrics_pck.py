@@ -1,4 +1,4 @@
-"""PCK@alpha on a hand-computed case (JHMDB protocol, methods_spec.md 4.4)."""
+"""PCK@alpha on a hand-computed case (JHMDB protocol, docs/methods.md §9.3)."""
 from __future__ import annotations
 
 import math

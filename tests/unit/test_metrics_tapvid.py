@@ -1,4 +1,4 @@
-"""TAP-Vid metrics: hand-computed cases for every edge case of methods_spec.md 3.4, and the vectorised
+"""TAP-Vid metrics: hand-computed cases for every edge case of docs/methods.md §9.1, and the vectorised
 metric against a plain per-point loop."""
 from __future__ import annotations
 
