@@ -28,7 +28,8 @@ import comfy.model_management
 
 from .comfy_svd import UpBlockCapture, is_svd_model
 from .comfy_wan import conditional_forward, require_vae, resize_frames
-from .protocol import ProgressFn, feature_dict
+from ..kernels.datatypes import make_feature_meta, make_features
+from .protocol import ProgressFn
 
 DIFT_TIMESTEP = 261          # DIFT semantic correspondence (SD 2.1)
 DIFT_UP_FT_INDEX = 1
@@ -141,8 +142,8 @@ class ComfyImageUNet:
             out[t] = f
             if progress is not None:
                 progress()
-        meta = {"backbone": self.name, "family": "image_unet", "kind": "block", "layer": int(up_ft_index),
-                "up_ft_index": int(up_ft_index), "output_block": end, "timestep": int(timestep), "sigma": sigma,
-                "ensemble_size": int(ensemble_size), "seed": int(seed), "model_size": size,
-                "protocol": "DIFT (per frame)"}
-        return feature_dict(out, (H / out.shape[-2], W / out.shape[-1]), (H, W), meta)
+        meta = make_feature_meta(self.name, "block", family="image_unet", layer=int(up_ft_index),
+                                 timestep=int(timestep), up_ft_index=int(up_ft_index), output_block=end, sigma=sigma,
+                                 ensemble_size=int(ensemble_size), seed=int(seed), model_size=size,
+                                 protocol="DIFT (per frame)")
+        return make_features(out, (H / out.shape[-2], W / out.shape[-1]), (H, W), meta)

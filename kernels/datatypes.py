@@ -23,7 +23,8 @@ TRACKS (ComfyUI core's type; `make_tracks`, `check_tracks`)
      "query_points":     float32 [N,3]    (t, x, y) the query of each track,
      "frame_size":       (H, W)           the frames `track_path` refers to,
      "confidence":       float32 [T,N]    a tracker's matching score,
-     "fb_error":         float32 [T,N]    HeFT's forward-backward gap, pixels}
+     "fb_error":         float32 [T,N]    HeFT's forward-backward gap, pixels,
+     "seconds":          float            wall-clock seconds of the chain that produced them (nodes/timing.py)}
 Core's own producers are accepted as they come: a leading batch axis of 1 on the path or the visibility, and a
 visibility [T,1] (one flag per frame, `WanMoveTracksFromCoords` with a track mask) broadcast to [T,N].
 
@@ -45,7 +46,7 @@ meta keys:
     timestep     the model's timestep t of 1000 at that level, or None
     rope         q/k "before" or "after" rotary embedding, or None
     rope_layout  channel layout of the RoPE pairs ("interleaved", "half_split", "contiguous"), or None
-Adapters add their own keys (window, overlap, windows, seed, model_size, sigma, ...).
+Adapters add their own keys (window, overlap, windows, seed, model_size, sigma, ...); nodes add "seconds".
 
 Points
 ------

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.point_prompting import MODES, PointPrompting, PointPromptingSettings
 from ..kernels.checks import check_video
+from ..kernels.datatypes import make_tracks
 from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks, category
 from .point_prompting import parse_color
@@ -149,8 +150,8 @@ class VDT_PointPromptingTracker(VdtNode):
         res = pp.run(frames, q)
         for line in res.log:
             logging.info("vdtrack point prompting: %s", line)
-        tracks = {"track_path": res.track_path.cpu().float(), "track_visibility": res.track_visibility.cpu().bool(),
-                  "confidence": res.confidence.cpu().float(), "query_points": q.cpu(), "frame_size": (H, W)}
+        tracks = make_tracks(res.track_path, res.track_visibility, query_points=q, frame_size=(H, W),
+                             confidence=res.confidence)
         out = torch.cat([c.to(frames.device) for c in res.clips], 0) if res.clips else frames
         conf = json.dumps([round(float(c), 4) for c in res.point_confidence])
         return io.NodeOutput(tracks, out, conf)
