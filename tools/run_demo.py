@@ -12,9 +12,9 @@ import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_server import ROOT, ComfyServer  # noqa: E402
-from vdtrack.batch.workflow import ui_to_api  # noqa: E402
+from vdt_dev.comfy_server import ComfyServer
+from vdt_dev.paths import ROOT
+from vdtrack.batch.workflow import ui_to_api
 
 DEFAULT = os.path.join(ROOT, "workflows", "vdtrack_flow_tracking_demo.json")
 

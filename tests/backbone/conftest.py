@@ -2,24 +2,15 @@
 through ComfyUI's own loaders (comfy.sd.load_diffusion_model = UNETLoader, comfy.sd.VAE = VAELoader)."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 
 import pytest
 import torch
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)          # backbone_checks (tests import it by name: pytest runs in importlib mode)
+from vdt_dev import make_tiny_models
 
 
 def _make_tiny_models_module():
-    spec = importlib.util.spec_from_file_location("vdt_make_tiny_models",
-                                                  os.path.join(ROOT, "tools", "make_tiny_models.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return make_tiny_models
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import torch
 
 from comfy.ldm.cosmos.predict2 import apply_rotary_pos_emb
 
-from backbone_checks import (assert_capture_read_only, assert_flow_noise, assert_repeatable, assert_unchanged,
+from vdt_dev.backbone_checks import (assert_capture_read_only, assert_flow_noise, assert_repeatable, assert_unchanged,
                              centre_latent_mask, denoised, denoised_at, euler, first_frame_conds, guided,
                              model_state, red_square, sdedit_sigmas)
 from vdtrack.backbones import schedules

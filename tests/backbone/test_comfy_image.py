@@ -3,8 +3,6 @@ with a TAESD VAE, checked against a direct computation of DIFT's rule: x_t = sqr
 fed to the UNet at t, read at the end of diffusers up_blocks[i]."""
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import pytest
 import torch
@@ -13,14 +11,12 @@ from vdtrack.backbones.comfy_image import ComfyImageUNet, is_image_unet_model
 from vdtrack.backbones.schedules import seeded_noise
 from vdtrack.nodes.ted import VDT_ExtractAppearanceFeatures, VDT_TEDPreset, ted_preset
 
-from .conftest import ROOT, synthetic_clip
+from .conftest import synthetic_clip
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("vdt_make_tiny_unets", os.path.join(ROOT, "tools", "make_tiny_unets.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from vdt_dev import make_tiny_unets
+    return make_tiny_unets
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 import comfy.model_management
 import comfy.model_patcher
 
-from backbone_checks import denoised, denoised_at, euler, guided, red_square, sdedit_sigmas
+from vdt_dev.backbone_checks import denoised, denoised_at, euler, guided, red_square, sdedit_sigmas
 from vdtrack.backbones.comfy_native import backbone_from_model
 from vdtrack.backbones.comfy_svd import ComfySVDBackbone, UpBlockCapture
 from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone

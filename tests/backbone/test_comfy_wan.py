@@ -6,7 +6,7 @@ import torch
 
 from comfy.ldm.flux.math import apply_rope1
 
-from backbone_checks import (assert_capture_read_only, assert_flow_noise, assert_repeatable, assert_stops_early,
+from vdt_dev.backbone_checks import (assert_capture_read_only, assert_flow_noise, assert_repeatable, assert_stops_early,
                              assert_unchanged, centre_latent_mask, counting_blocks, denoised, denoised_at, euler,
                              first_frame_conds, guided, model_state, red_square, sdedit_sigmas)
 from vdtrack.backbones.capture import DitCapture, inverse_rope

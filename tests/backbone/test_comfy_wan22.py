@@ -8,7 +8,7 @@ import torch
 
 import comfy.samplers
 
-from backbone_checks import (assert_capture_read_only, assert_repeatable, assert_stops_early, assert_unchanged,
+from vdt_dev.backbone_checks import (assert_capture_read_only, assert_repeatable, assert_stops_early, assert_unchanged,
                              centre_latent_mask, counting_blocks, denoised_at, euler, first_frame_conds, guided,
                              model_state, one_call, red_square, sdedit_sigmas)
 from vdtrack.backbones import schedules

@@ -1,9 +1,8 @@
-"""Tiny diffusers backbones (I2VGen-XL, SVD, CogVideoX) built by tools/make_tiny_diffusers.py: offline loading
+"""Tiny diffusers backbones (I2VGen-XL, SVD, CogVideoX) built by vdt_dev.make_tiny_diffusers: offline loading
 from a folder and from a single file + config, feature shapes/strides per video frame, the noise schedules,
 level <-> timestep, CogVideoX q/k after RoPE, and the loader/extractor nodes."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import socket
@@ -11,7 +10,7 @@ import socket
 import pytest
 import torch
 
-from .conftest import ROOT, synthetic_clip
+from .conftest import synthetic_clip
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +25,7 @@ def _offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("vdt_make_tiny_diffusers",
-                                                  os.path.join(ROOT, "tools", "make_tiny_diffusers.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from vdt_dev import make_tiny_diffusers as mod
     models = tmp_path_factory.mktemp("models")
     built = mod.build_tiny_diffusers(str(models / "diffusers"))
     return {"models": str(models), **built}

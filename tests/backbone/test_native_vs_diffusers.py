@@ -15,7 +15,7 @@ TOL = 1e-4
 
 
 def _tiny_wan_config(dest: str, in_channels: int, num_layers: int) -> str:
-    """diffusers config of tools/make_tiny_models.py's Wan DiT (dim 256 = 2 heads x 128, ffn 512, text 4096)."""
+    """diffusers config of vdt_dev.make_tiny_models's Wan DiT (dim 256 = 2 heads x 128, ffn 512, text 4096)."""
     os.makedirs(dest, exist_ok=True)
     json.dump(dict(_class_name="WanTransformer3DModel", patch_size=[1, 2, 2], num_attention_heads=2,
                    attention_head_dim=128, in_channels=in_channels, out_channels=16, text_dim=4096, freq_dim=256,

@@ -12,7 +12,7 @@ import comfy.model_management
 
 from vdtrack.nodes.point_prompting_tracker import VDT_PointPromptingTracker
 
-from backbone_checks import assert_unchanged, model_state
+from vdt_dev.backbone_checks import assert_unchanged, model_state
 from .conftest import synthetic_clip
 
 FAST = dict(steps=4, noise_level=0.5, refine_noise_level=0.25, guidance=2.0)

@@ -3,37 +3,20 @@ the project builds itself placed in its model folders (nothing is downloaded).""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
-
-from comfy_server import ComfyServer  # noqa: E402
+from vdt_dev.comfy_server import ComfyServer
+from vdt_dev.make_synthetic import write_clip_mp4, write_clip_with_truth
+from vdt_dev.make_tiny_diffusers import build_tiny_diffusers
+from vdt_dev.make_tiny_models import build_tiny_models
+from vdt_dev.make_tiny_unets import build_tiny_unets
 
 
 def _build_models(models_dir: str) -> None:
     """Tiny models in ComfyUI-native layouts (and diffusers folders), built by the project's own tools."""
-    try:
-        from make_tiny_models import build_tiny_models
-    except ImportError:
-        build_tiny_models = None
-    if build_tiny_models is not None:
-        build_tiny_models(models_dir)
-    try:
-        from make_tiny_unets import build_tiny_unets
-    except ImportError:
-        build_tiny_unets = None
-    if build_tiny_unets is not None:
-        build_tiny_unets(models_dir)      # SD 1.x and SVD UNets + TAESD (TED, Track4Gen workflows)
-    try:
-        from make_tiny_diffusers import build_tiny_diffusers
-    except ImportError:
-        build_tiny_diffusers = None
-    if build_tiny_diffusers is not None:
-        build_tiny_diffusers(os.path.join(models_dir, "diffusers"))
+    build_tiny_models(models_dir)
+    build_tiny_unets(models_dir)      # SD 1.x and SVD UNets + TAESD (TED, Track4Gen workflows)
+    build_tiny_diffusers(os.path.join(models_dir, "diffusers"))
 
 
 # the video the shipped LoadVideo workflow names (vdtrack_video_flow_tracking); a synthetic clip, encoded here
@@ -43,7 +26,6 @@ CLIP_FOLDER, CLIP_FOLDER_SEEDS = "vdtrack_clips", (1, 2, 3)
 
 
 def _write_inputs(input_dir: str) -> None:
-    from make_synthetic import write_clip_mp4, write_clip_with_truth
     write_clip_mp4(os.path.join(input_dir, SYNTHETIC_VIDEO), seed=0, frames=16, size=(160, 160))
     for seed in CLIP_FOLDER_SEEDS:
         write_clip_with_truth(os.path.join(input_dir, CLIP_FOLDER, f"shot_{seed}.mp4"), seed=seed, frames=10,

@@ -12,8 +12,8 @@ import uuid
 import numpy as np
 import pytest
 
-from e2e_paths import ROOT
-from make_synthetic import write_clip_mp4
+from vdt_dev.paths import ROOT
+from vdt_dev.make_synthetic import write_clip_mp4
 from vdtrack.batch import cli
 
 pytestmark = pytest.mark.e2e

@@ -10,9 +10,9 @@ import signal
 
 import pytest
 
-from comfy_server import COMFY_PYTHON, COMFYUI_DIR
-from e2e_paths import ROOT
-from make_synthetic import write_clip_mp4
+from vdt_dev.comfy_server import COMFY_PYTHON, COMFYUI_DIR
+from vdt_dev.paths import ROOT
+from vdt_dev.make_synthetic import write_clip_mp4
 from vdtrack.batch import cli
 from vdtrack.batch.client import ComfyClient
 

@@ -7,8 +7,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from browser import chromium_path, graph_to_prompt, load_workflow as load_in_app, open_app
-from e2e_paths import SCREENS, WORKFLOWS, load_workflow
+from vdt_dev.browser import chromium_path, graph_to_prompt, load_workflow as load_in_app, open_app
+from vdt_dev.paths import SCREENS, WORKFLOWS, load_workflow
 from vdtrack.batch.workflow import ui_to_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ui]

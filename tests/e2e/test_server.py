@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from e2e_paths import ROOT, WORKFLOWS, load_workflow
+from vdt_dev.paths import ROOT, WORKFLOWS, load_workflow
 from vdtrack.batch.client import execution_error
 from vdtrack.batch.workflow import ui_to_api
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "tools", "bench_gpu.py")
+SCRIPT = os.path.join(ROOT, "tools", "vdt_bench", "bench_gpu.py")
 COMFYUI = os.environ.get("VDT_COMFYUI_DIR", os.path.join(ROOT, ".vdt", "ComfyUI"))
 
 
@@ -22,8 +22,7 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     summary = json.loads((tmp_path / "results.json").read_text())
     md = (tmp_path / "results.md").read_text()
     assert summary["smoke"] is True and summary["device"].startswith("cpu")
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import bench_gpu
+    from vdt_bench import bench_gpu
     names = [r["name"] for r in bench_gpu.rows(smoke=True)]
     assert list(summary["results"]) == names
     for name, res in summary["results"].items():
@@ -43,8 +42,7 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
 
 
 def test_goal_verdicts():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import bench_gpu
+    from vdt_bench import bench_gpu
     results = {
         "wan_floor_bf16": {"status": "ok", "seconds": 2.0},
         "wan_features_bf16": {"status": "ok", "seconds": 3.2},          # 1.6x the floor: misses 1.5x

@@ -5,9 +5,9 @@ after the inputs were built; on CUDA, torch.cuda.max_memory_allocated minus the 
 References run on fewer points (--ref-points) because they loop per point; nothing is extrapolated, every row
 reports the sizes it actually ran. Prints a markdown table.
 
-  python tools/bench_tracking.py --device cpu
-  python tools/bench_tracking.py --device cpu --heft-pixel-points 256 --threads 1
-  python tools/bench_tracking.py --threads 1 --points 256 --only "HeFT feature grid"   # the HeFT fb_mode rows
+  python tools/vdt_bench/bench_tracking.py --device cpu
+  python tools/vdt_bench/bench_tracking.py --device cpu --heft-pixel-points 256 --threads 1
+  python tools/vdt_bench/bench_tracking.py --threads 1 --points 256 --only "HeFT feature grid"   # the HeFT fb_mode rows
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from vdt_dev.paths import ROOT  # noqa: E402
 
 
 def _rss_bytes() -> int:

@@ -13,7 +13,7 @@ Rows (full sizes; `--smoke` runs the same code at tiny sizes on the CPU, as the 
 - DiffTrack matching (12 heads of q/k, [49, 12, 128, 30, 52]) and nearest neighbour, 1024 points.
 - Label propagation at 480p features (60x104 cells, 256 channels), 28 context frames: frames per second.
 - Point Prompting (Wan2.1-I2V-1.3B-shaped model, 49 frames at 480x832, 25 of 50 steps), seconds per point for
-  1, 4 and 16 points per call, when the pack's Point Prompting benchmark (tools/bench_point_prompting.py) exists;
+  1, 4 and 16 points per call, when the pack's Point Prompting benchmark (tools/vdt_bench/bench_point_prompting.py) exists;
   bf16 and torch.compile variants where it offers them.
 
 Time = wall clock of the timed call after one warm-up call (model rows) or of one call (kernel rows);
@@ -21,9 +21,9 @@ peak memory = torch.cuda.max_memory_allocated during the timed call on CUDA, pea
 Goals (from the project's issue): features within 1.5x of the floor; HeFT 1024 points x 49 frames under 1 s;
 propagation >= 50 frames/s under 2 GB; Point Prompting <= 30 s per point amortised.
 
-    python tools/bench_gpu.py --device cuda --out bench_gpu_out        # the full run (GPU)
-    python tools/bench_gpu.py --smoke --out /some/dir                  # tiny sizes on the CPU (the test suite)
-    python tools/bench_gpu.py --device cuda --only heft,propagation    # rows whose name starts with these
+    python tools/vdt_bench/bench_gpu.py --device cuda --out bench_gpu_out        # the full run (GPU)
+    python tools/vdt_bench/bench_gpu.py --smoke --out /some/dir                  # tiny sizes on the CPU (the test suite)
+    python tools/vdt_bench/bench_gpu.py --device cuda --only heft,propagation    # rows whose name starts with these
 Needs ComfyUI importable (VDT_COMFYUI_DIR or --comfyui; default the tools/setup.sh tree).
 """
 from __future__ import annotations
@@ -37,8 +37,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from vdt_dev.paths import COMFYUI_DIR, ROOT  # noqa: E402
 
 # Wan2.1-T2V-1.3B (the published config) and a tiny stand-in for --smoke
 WAN_FULL = dict(dim=1536, num_layers=30, ffn_dim=8960, vae_dim=96, frames=49, height=480, width=832, layer=18)
@@ -275,9 +274,8 @@ def row_propagation(a, r: dict) -> dict:
 
 def row_point_prompting(a, r: dict) -> dict:
     """Point Prompting through the pack's own benchmark function, when it exists."""
-    sys.path.insert(0, HERE)
     try:
-        from bench_point_prompting import run_point_prompting_bench
+        from vdt_bench.bench_point_prompting import run_point_prompting_bench
     except ImportError as e:
         return dict(status="skipped", why=f"no Point Prompting benchmark in this tree ({e})")
     params = inspect.signature(run_point_prompting_bench).parameters
@@ -369,7 +367,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma list of row-name prefixes to run")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--row-timeout-s", type=float, default=0, help="per-row limit (default 600 full, 300 smoke)")
-    ap.add_argument("--comfyui", default=os.environ.get("VDT_COMFYUI_DIR", os.path.join(ROOT, ".vdt", "ComfyUI")))
+    ap.add_argument("--comfyui", default=COMFYUI_DIR)
     ap.add_argument("--row", help=argparse.SUPPRESS)        # internal: run one row in this process
     a = ap.parse_args(argv)
     if a.smoke:

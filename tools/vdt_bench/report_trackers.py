@@ -2,7 +2,7 @@
 synthetic clips with ground truth (query-first mode, mean over clips, x100). This is the floor that diffusion
 features have to beat. No ComfyUI needed.
 
-usage: .vdt/venv/bin/python tools/report_trackers.py [--seeds 5] [--frames 24] [--size 128] [--patch 4]
+usage: .vdt/venv/bin/python tools/vdt_bench/report_trackers.py [--seeds 5] [--frames 24] [--size 128] [--patch 4]
 """
 from __future__ import annotations
 

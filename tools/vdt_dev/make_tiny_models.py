@@ -29,7 +29,7 @@ Files (under <models>/diffusion_models and <models>/vae):
 
 Weights are seeded (same bytes every run) and stored in fp16 (DiT) / fp32 (VAE); the Wan files total about
 20 MB, the Cosmos one about 31 MB, the Wan 2.2 pair about 12 MB.
-CLI:  python tools/make_tiny_models.py <ComfyUI models dir>
+CLI:  python tools/vdt_dev/make_tiny_models.py <ComfyUI models dir>
 """
 from __future__ import annotations
 

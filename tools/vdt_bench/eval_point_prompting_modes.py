@@ -8,8 +8,8 @@ occlusions), the same query points are tracked twice with the same model, seed a
 and both are scored with the TAP-Vid metrics (kernels/metrics_tapvid.py, "first" queries) against the ground
 truth; the mean distance between the two modes' tracks is reported as well.
 
-    python tools/eval_point_prompting_modes.py                                   # the tiny random Wan I2V
-    python tools/eval_point_prompting_modes.py --unet M.safetensors --vae V.safetensors --clips 8 --steps 50
+    python tools/vdt_bench/eval_point_prompting_modes.py                                   # the tiny random Wan I2V
+    python tools/vdt_bench/eval_point_prompting_modes.py --unet M.safetensors --vae V.safetensors --clips 8 --steps 50
 A random-weights model gives near-chance numbers for both modes: this measures the plumbing, not the method. Use a
 trained image-to-video model (e.g. the pack's demo model or Wan 2.1/2.2 I2V on a GPU) for a meaningful comparison.
 Needs ComfyUI importable (VDT_COMFYUI_DIR; default the tools/setup.sh tree).
@@ -22,8 +22,7 @@ import os
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from vdt_dev.paths import COMFYUI_DIR  # noqa: E402
 
 
 def load_model(unet: str, vae: str):
@@ -32,8 +31,7 @@ def load_model(unet: str, vae: str):
     import comfy.utils
     if unet:
         return comfy.sd.load_diffusion_model(unet), comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae))
-    sys.path.insert(0, HERE)
-    from bench_point_prompting import build_tiny_i2v
+    from vdt_bench.bench_point_prompting import build_tiny_i2v
     import torch
     return build_tiny_i2v(torch.float32)
 
@@ -88,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
-    comfyui = os.environ.get("VDT_COMFYUI_DIR", os.path.join(ROOT, ".vdt", "ComfyUI"))
+    comfyui = COMFYUI_DIR
     if comfyui not in sys.path:
         sys.path.append(comfyui)
     import comfy.cli_args

@@ -5,8 +5,8 @@ at realistic feature sizes, and reports the peak memory of each. The reference i
 affinity would need more than `--ref-limit-gb` (its peak is about two (contexts*h*w) x (h*w) float32
 matrices, measured at 30x52 cells); the table then shows the bytes it would need.
 
-    python tools/bench_propagation.py --device cpu
-    python tools/bench_propagation.py --device cuda --sizes 60x104 --channels 64 256
+    python tools/vdt_bench/bench_propagation.py --device cpu
+    python tools/vdt_bench/bench_propagation.py --device cuda --sizes 60x104 --channels 64 256
 
 Each run is a fresh subprocess. CPU peak memory = the highest resident set size sampled every 2 ms
 (/proc/self/statm) during the timed loop, minus the RSS just before it (the inputs are excluded);
@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from vdt_dev.paths import ROOT  # noqa: E402
 
 
 class _RssPeak:
@@ -65,7 +65,6 @@ class _RssPeak:
 
 def _one(args) -> dict:
     """One timed run in this process (called in a subprocess by main)."""
-    sys.path.insert(0, os.path.dirname(ROOT))
     import torch
     import torch.nn.functional as F
 
@@ -140,7 +139,6 @@ def main() -> None:
         print(json.dumps(_one(args)))
         return
 
-    sys.path.insert(0, os.path.dirname(ROOT))
     from vdtrack.kernels.propagation_ref import affinity_bytes
 
     common = ["--device", args.device, "--context", str(args.context), "--targets", str(args.targets),

@@ -1,6 +1,6 @@
 """Write a synthetic clip with exact ground truth to a folder.
 
-    python tools/make_synthetic.py OUT_DIR [--seed 0] [--frames 24] [--size 256 | --size 192x256]
+    python tools/vdt_dev/make_synthetic.py OUT_DIR [--seed 0] [--frames 24] [--size 256 | --size 192x256]
                                    [--identical] [--objects 3] [--points 8] [--background-points 8] [--mp4]
 
 Writes frames/00000.png... (or video.mp4 with --mp4), tracks.npz in TAP-Vid layout (tracks [N,T,2] pixel xy,

@@ -3,7 +3,7 @@
 fixed, and `app.graph.serialize()` is what a user would save. Also writes a .jpg thumbnail beside each
 (the template browser shows it).
 
-usage: .vdt/venv/bin/python tools/build_workflows.py [NAME ...]
+usage: .vdt/venv/bin/python tools/vdt_dev/build_workflows.py [NAME ...]
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser import fit_view, open_app  # noqa: E402
-from comfy_server import ROOT, ComfyServer  # noqa: E402
+from vdt_dev.browser import fit_view, open_app
+from vdt_dev.comfy_server import ComfyServer
+from vdt_dev.paths import ROOT, WORKFLOW_API
 
-SRC = os.path.join(ROOT, "tools", "workflow_api")
+SRC = WORKFLOW_API
 DST = os.path.join(ROOT, "workflows")
 
 

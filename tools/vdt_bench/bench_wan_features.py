@@ -5,8 +5,8 @@ Builds the Wan2.1-T2V-1.3B architecture (dim 1536, 30 layers, 12 heads, ffn 8960
 comfy.sd.VAE), then extracts layer-18 keys for a 49-frame 480x832 clip (HeFT's Wan setting) and reports
 VAE-encode time, forward time, total time and peak GPU memory.
 
-  python tools/bench_wan_features.py --device cuda [--frames 49 --height 480 --width 832 --layer 18 --repeat 3]
-  python tools/bench_wan_features.py --small         # CPU self-check on a small architecture
+  python tools/vdt_bench/bench_wan_features.py --device cuda [--frames 49 --height 480 --width 832 --layer 18 --repeat 3]
+  python tools/vdt_bench/bench_wan_features.py --small         # CPU self-check on a small architecture
 Needs ComfyUI importable (set VDT_COMFYUI_DIR or --comfyui).
 """
 from __future__ import annotations
@@ -19,8 +19,7 @@ import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from vdt_dev.paths import COMFYUI_DIR  # noqa: E402
 
 FULL = dict(dim=1536, num_layers=30, ffn_dim=8960, vae_dim=96)
 SMALL = dict(dim=256, num_layers=4, ffn_dim=512, vae_dim=8)
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--level", type=float, default=0.02)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    ap.add_argument("--comfyui", default=os.environ.get("VDT_COMFYUI_DIR", os.path.join(ROOT, ".vdt", "ComfyUI")))
+    ap.add_argument("--comfyui", default=COMFYUI_DIR)
     ap.add_argument("--json", default="", help="also write the results here")
     a = ap.parse_args(argv)
     _setup_comfy(a.comfyui, a.device)

@@ -13,7 +13,7 @@ ComfyUI's models/diffusers/:
 Also writes the denoisers alone as single files (`<name>_single.safetensors`) with their
 config folder (`<name>_single_config/config.json`) to test single-file loading.
 
-CLI: python tools/make_tiny_diffusers.py DEST_DIR
+CLI: python tools/vdt_dev/make_tiny_diffusers.py DEST_DIR
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ small where the detector allows:
   vae_approx/taesd_decoder.safetensors                 TAESD (ComfyUI's comfy.taesd), random weights
 
 Weights are seeded (same bytes every run), fp16 for the UNets, fp32 for TAESD.
-CLI:  python tools/make_tiny_unets.py <ComfyUI models dir>
+CLI:  python tools/vdt_dev/make_tiny_unets.py <ComfyUI models dir>
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_tiny_models import _comfy_cpu_if_no_gpu, _fp16_state  # noqa: E402
+from vdt_dev.make_tiny_models import _comfy_cpu_if_no_gpu, _fp16_state
 
 SD15_NAME = "vdtrack_tiny_sd15_unet.safetensors"
 SVD_NAME = "vdtrack_tiny_svd_unet.safetensors"

@@ -12,12 +12,8 @@ import os
 import tempfile
 
 from vdtrack.batch import server as _server
-from vdtrack.batch.client import execution_error  # noqa: F401  (re-exported for the tests)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VDT = os.path.join(ROOT, ".vdt")
-COMFYUI_DIR = os.environ.get("VDT_COMFYUI_DIR", os.path.join(VDT, "ComfyUI"))
-COMFY_PYTHON = os.environ.get("VDT_COMFY_PYTHON", os.path.join(VDT, "venv", "bin", "python"))
+from .paths import COMFY_PYTHON, COMFYUI_DIR, ROOT, VDT  # noqa: F401  (ROOT re-exported for the tools)
 
 
 class ComfyServer(_server.ComfyServer):

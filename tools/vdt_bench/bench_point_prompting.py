@@ -6,7 +6,7 @@ regeneration with counterfactual guidance, colour tracking, the masked refinemen
 for K points with query frame 0, all K in one sampler call (mode "batched": the K single-marker generations run as
 one batch), after one warm-up call (1 point, 2 steps) that loads the model.
 
-- default: the tiny Wan I2V model and VAE of tools/make_tiny_models.py (built into a temporary folder) on the CPU,
+- default: the tiny Wan I2V model and VAE of tools/vdt_dev/make_tiny_models.py (built into a temporary folder) on the CPU,
   17 frames at 64x64, 50 steps x 0.5 strength + refinement 0.3 (25 + 15 sampler steps).
 - `--full`: the Wan2.1-I2V-1.3B architecture (dim 1536, 30 layers, 12 heads, ffn 8960, in_dim 36, CLIP image
   tokens) and the Wan 2.1 VAE with random weights (speed and memory do not depend on them), 49 frames at 480x832,
@@ -15,9 +15,9 @@ one batch), after one warm-up call (1 point, 2 steps) that loads the model.
 Peak memory: torch.cuda.max_memory_allocated during the timed call on CUDA; on the CPU the peak resident set size
 of a fresh process per row (each row runs in its own process unless --in-process).
 
-    python tools/bench_point_prompting.py                        # CPU rows 1, 4, 16, 64 (tiny models)
-    python tools/bench_point_prompting.py --device cuda --full --points 1 4 16 --dtype bf16
-The function `run_point_prompting_bench(device, full, points_per_call, ...)` is what tools/bench_gpu.py calls.
+    python tools/vdt_bench/bench_point_prompting.py                        # CPU rows 1, 4, 16, 64 (tiny models)
+    python tools/vdt_bench/bench_point_prompting.py --device cuda --full --points 1 4 16 --dtype bf16
+The function `run_point_prompting_bench(device, full, points_per_call, ...)` is what tools/vdt_bench/bench_gpu.py calls.
 Needs ComfyUI importable (VDT_COMFYUI_DIR or --comfyui; default the tools/setup.sh tree).
 """
 from __future__ import annotations
@@ -31,8 +31,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from vdt_dev.paths import COMFYUI_DIR  # noqa: E402
 
 FULL = dict(dim=1536, num_layers=30, ffn_dim=8960, vae_dim=96, frames=49, height=480, width=832)
 TINY = dict(frames=17, height=64, width=64)
@@ -53,8 +52,7 @@ def build_full_i2v(dtype):
     import comfy.sd
     from comfy.ldm.wan.model import WanModel
     from comfy.ldm.wan.vae import WanVAE
-    sys.path.insert(0, HERE)
-    from bench_wan_features import _randomize      # the pack's one random-weights helper for benchmarks
+    from vdt_bench.bench_wan_features import _randomize      # the pack's one random-weights helper for benchmarks
     c = FULL
     dm = WanModel(model_type="i2v", in_dim=36, dim=c["dim"], ffn_dim=c["ffn_dim"], num_heads=c["dim"] // 128,
                   num_layers=c["num_layers"], out_dim=16, text_dim=4096, operations=comfy.ops.disable_weight_init)
@@ -72,13 +70,9 @@ def build_full_i2v(dtype):
 
 def build_tiny_i2v(dtype):
     """(MODEL, VAE) of the pack's tiny Wan I2V test model, built into a temporary folder and loaded with ComfyUI."""
-    import importlib.util
-
     import comfy.sd
     import comfy.utils
-    spec = importlib.util.spec_from_file_location("vdt_make_tiny_models", os.path.join(HERE, "make_tiny_models.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from vdt_dev import make_tiny_models as mod
     with tempfile.TemporaryDirectory() as d:
         paths = mod.build_tiny_models(d)
         model = comfy.sd.load_diffusion_model(paths["wan_i2v"], model_options={"dtype": dtype})
@@ -113,7 +107,7 @@ def run_point_prompting_bench(device: str = "cpu", full: bool = False, points_pe
                               noise_level: float = 0.5, refine: bool = True, mode: str = "batched") -> dict:
     """Time one Point Prompting call of `points_per_call` points (one sampler batch) after a warm-up.
     Returns {"s_per_point", "seconds", "peak_gb", "points", "sampler_calls", "device", ...}."""
-    comfyui = os.environ.get("VDT_COMFYUI_DIR", os.path.join(ROOT, ".vdt", "ComfyUI"))
+    comfyui = COMFYUI_DIR
     _setup_comfy(comfyui, device)
     import torch
 
@@ -156,7 +150,7 @@ def run_point_prompting_bench(device: str = "cpu", full: bool = False, points_pe
                 peak_gb=peak, peak_kind="cuda max allocated" if cuda else "process peak RSS",
                 sampler_calls=res.sampler_calls, sampler_steps=len(ticks), mode=mode, refine=refine,
                 device=torch.cuda.get_device_name(0) if cuda else "cpu", threads=torch.get_num_threads(),
-                model="Wan2.1-I2V-1.3B shape, random weights" if full else "tiny Wan I2V (tools/make_tiny_models.py)",
+                model="Wan2.1-I2V-1.3B shape, random weights" if full else "tiny Wan I2V (tools/vdt_dev/make_tiny_models.py)",
                 frames=cfg["frames"], size=[cfg["height"], cfg["width"]], dtype=dtype, compile=bool(compile),
                 steps=int(steps), noise_level=noise_level,
                 finite=bool(torch.isfinite(res.track_path).all()))
