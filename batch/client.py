@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -151,15 +150,11 @@ class ComfyClient:
             raise RuntimeError(f"upload of {name} refused by the server (HTTP {e.code})") from None
         return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
 
-    def download(self, filename: str, subfolder: str, dest: str, kind: str = "output") -> str:
-        """GET /view of one file of the server's output (or temp/input) folder into the local path `dest`."""
+    def fetch(self, filename: str, subfolder: str = "", kind: str = "output") -> bytes:
+        """The bytes of one file of the server's output (or temp/input) folder, through GET /view."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
-        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        tmp = dest + ".part"
-        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=self.timeout) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f, 1 << 20)
-        os.replace(tmp, dest)
-        return dest
+        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=self.timeout) as r:
+            return r.read()
 
 
 def _decode(body: bytes) -> object:

@@ -99,15 +99,10 @@ def execute(client: ComfyClient, plan: Plan, job: Job, data: dict | None = None,
     files = []
     if plan.download:
         for sub, name in s["files"]:
-            files.append((sub, name, client.get(f"/view?{_view_query(sub, name)}")))
+            files.append((sub, name, client.fetch(name, sub)))
     return _result(job, s["status"], s["seconds"] if s["seconds"] is not None else time.monotonic() - t0,
                    outputs=[f"{sub}/{name}" if sub else name for sub, name in s["files"]], texts=s["texts"],
                    metrics=s["metrics"], error=s["error"], prompt_id=pid, files=files)
-
-
-def _view_query(sub: str, name: str) -> str:
-    from urllib.parse import urlencode
-    return urlencode({"filename": name, "subfolder": sub, "type": "output"})
 
 
 def _result(job: Job, status: str, seconds: float | None, **extra) -> dict:

@@ -71,6 +71,12 @@ def test_coercion_and_prompt_edits():
     assert p["3"]["inputs"]["filename_prefix"] == f"run/{job.key}/overlay"
     assert base["3"]["inputs"]["filename_prefix"] == "vdtrack/overlay" and base["2"]["inputs"]["points"] == "[]"
     assert rewrite_prefixes(json.loads(json.dumps(base)), "a/b")["3"]["inputs"]["filename_prefix"] == "a/b/overlay"
+    # a mask beside the clip goes into the mask loader; without a prefix the workflow's own ones stay
+    base["4"] = {"class_type": "LoadImageMask", "inputs": {"image": "x.png", "channel": "alpha"}}
+    p = job_prompt(Plan(prompt=base, input=("1", "file"), mask=("4", "image"), prefix=None), job, "up/c.mp4",
+                   "up/c.mask.png", None)
+    assert p["4"]["inputs"]["image"] == "up/c.mask.png" and p["2"]["inputs"]["points"] == "[]"
+    assert p["3"]["inputs"]["filename_prefix"] == "vdtrack/overlay"
 
 
 def test_aggregate_per_setting_and_value():
