@@ -1,2 +1,2 @@
-"""Pure tensor math (torch/numpy/einops/opencv only, never ComfyUI): tracking, propagation,
+"""Pure tensor math (torch/numpy/opencv only, never ComfyUI): tracking, propagation,
 metrics, synthetic data. Device-agnostic and batched."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from .datatypes import cell_to_pixel, check_feature_tensor, check_points, pixel_to_cell
 
@@ -20,13 +19,6 @@ COST_KINDS = ("cosine", "dot")
 
 
 # ------------------------------------------------------------------------------------------ coordinates
-
-def cell_centres(h: int, w: int, stride, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Pixel coordinates [h, w, 2] (x, y) of every cell centre."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
-                            torch.arange(w, device=device, dtype=dtype), indexing="ij")
-    return cell_to_pixel(torch.stack([xs, ys], -1), stride)
-
 
 # ------------------------------------------------------------------------------------------ validation
 
@@ -84,21 +76,6 @@ def sample_descriptors(feats: torch.Tensor, points: torch.Tensor, stride) -> tor
     return sample_cells(feats, t, pixel_to_cell(p[:, 1:].to(feats.dtype), stride))
 
 
-def sample_descriptors_ref(feats: torch.Tensor, points: torch.Tensor, stride) -> torch.Tensor:
-    """Reference: one grid_sample (align_corners=True on cell coords, border padding) per point."""
-    _, c, h, w = feats.shape
-    out = []
-    for t, x, y in torch.as_tensor(points, dtype=torch.float32).tolist():
-        cx, cy = pixel_to_cell(torch.tensor([x, y], dtype=torch.float64), stride).tolist()
-        gx = 2 * cx / (w - 1) - 1 if w > 1 else 0.0
-        gy = 2 * cy / (h - 1) - 1 if h > 1 else 0.0
-        grid = torch.tensor([[[[gx, gy]]]], dtype=feats.dtype, device=feats.device)
-        v = F.grid_sample(feats[int(round(t))][None], grid, mode="bilinear", padding_mode="border",
-                          align_corners=True)
-        out.append(v.reshape(c))
-    return torch.stack(out)
-
-
 # ------------------------------------------------------------------------------------------ cost volumes
 
 def _check_kind(kind: str) -> None:
@@ -140,28 +117,3 @@ def iter_cost_volume(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosin
         if progress is not None:
             for _ in range(chunk.shape[0]):
                 progress()
-
-
-def cost_volume(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosine", scale: float = 1.0,
-                max_elements: int = 2 ** 25, progress: Callable[[], None] | None = None) -> torch.Tensor:
-    """Full cost volume [T,N,h,w] (the caller owns this memory; trackers use iter_cost_volume)."""
-    return torch.cat([c for _, c in iter_cost_volume(desc, feats, kind, scale, max_elements, progress)])
-
-
-def cost_volume_ref(desc: torch.Tensor, feats: torch.Tensor, kind: str = "cosine",
-                    scale: float = 1.0) -> torch.Tensor:
-    """Reference: explicit loops over frames and descriptors."""
-    _check_kind(kind)
-    t_total, c, h, w = feats.shape
-    out = torch.zeros(t_total, desc.shape[0], h, w, dtype=feats.dtype, device=feats.device)
-    for t in range(t_total):
-        f = feats[t].reshape(c, h * w)
-        for n in range(desc.shape[0]):
-            d = desc[n].to(feats.dtype)
-            dots = d @ f
-            if kind == "cosine":
-                dots = dots / (d.norm().clamp_min(EPS) * f.norm(dim=0).clamp_min(EPS))
-            else:
-                dots = dots / scale
-            out[t, n] = dots.reshape(h, w)
-    return out

@@ -22,7 +22,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .cost_volume import bilinear_corners, check_query_points
 from .datatypes import cell_to_pixel, check_feature_tensor, pixel_to_cell
@@ -153,46 +152,4 @@ def track_difftrack(query_features: torch.Tensor, key_features: torch.Tensor | N
             conf[t, sel] = (pval[inv] * wts).sum(1)
             if progress is not None:
                 progress()
-    return _finish(match, conf, pts, stride, t_total)
-
-
-def mapping_field_ref(query_features, key_features, s: int, t: int, scale="heads"):
-    """Reference: full (h*w)^2 correlation of one frame pair -> mapping field [h,w,2] (target cell x,y) and
-    the matched softmax value [h,w]."""
-    q = _as_heads("query_features", query_features)
-    k = q if key_features is None else _as_heads("key_features", key_features)
-    _, heads, c, h, w = q.shape
-    sc = resolve_scale(scale, heads, c)
-    a_st = torch.zeros(h * w, h * w, dtype=q.dtype)
-    a_ts = torch.zeros(h * w, h * w, dtype=q.dtype)
-    for hd in range(heads):
-        qs, qt = q[s, hd].reshape(c, -1), q[t, hd].reshape(c, -1)
-        ks, kt = k[s, hd].reshape(c, -1), k[t, hd].reshape(c, -1)
-        a_st += torch.softmax(qs.T @ kt / sc, dim=1) / heads      # [source i, target j]
-        a_ts += torch.softmax(qt.T @ ks / sc, dim=1) / heads      # [target j, source i]
-    corr = 0.5 * (a_st.T + a_ts)                                  # [target j, source i] as in DiffTrack
-    prob = torch.softmax(corr, dim=0)                             # over target positions, per source cell
-    val, arg = prob.max(dim=0)
-    field = torch.stack([(arg % w).to(q.dtype), (arg // w).to(q.dtype)], -1).reshape(h, w, 2)
-    return field, val.reshape(h, w)
-
-
-def track_difftrack_ref(query_features, key_features, stride, queries, frame_size, scale="heads"):
-    """Reference: full mapping field per (source, target) pair, grid_sample(align_corners=True) per query."""
-    q, k, pts, _ = _prepare(query_features, key_features, queries, frame_size, scale)
-    t_total, _, _, h, w = q.shape
-    n = pts.shape[0]
-    match = torch.zeros(t_total, n, 2, dtype=q.dtype)
-    conf = torch.zeros(t_total, n, dtype=q.dtype)
-    for i, (tq, x, y) in enumerate(pts.tolist()):
-        cx, cy = pixel_to_cell(torch.tensor([x, y], dtype=torch.float64), stride).tolist()
-        g = torch.tensor([[[[2 * cx / max(w - 1, 1) - 1, 2 * cy / max(h - 1, 1) - 1]]]], dtype=q.dtype)
-        for t in range(t_total):
-            if t == int(tq):
-                continue
-            field, val = mapping_field_ref(q, k, int(tq), t, scale)
-            stack = torch.cat([field.permute(2, 0, 1), val[None]])[None]          # [1,3,h,w]
-            v = F.grid_sample(stack, g, mode="bilinear", padding_mode="border", align_corners=True).reshape(3)
-            match[t, i] = v[:2]
-            conf[t, i] = v[2]
     return _finish(match, conf, pts, stride, t_total)

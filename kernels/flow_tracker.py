@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .checks import check_video
+from .cost_volume import sample_cells
 from .datatypes import check_points, inside_frame
 
 FB_RELATIVE = 0.05
@@ -60,17 +61,11 @@ def compute_flows(video, method: str = "dis", progress: Callable[[], None] | Non
 
 
 def sample_flow(flow: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Bilinear sample of a flow field [H,W,2] at points [N,2] (x,y), clamped to the border -> [N,2]."""
-    h, w = flow.shape[:2]
-    x = np.clip(pts[:, 0], 0, w - 1)
-    y = np.clip(pts[:, 1], 0, h - 1)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2 if w > 1 else 0)
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2 if h > 1 else 0)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    top = flow[y0, x0] * (1 - fx) + flow[y0, x1] * fx
-    bot = flow[y1, x0] * (1 - fx) + flow[y1, x1] * fx
-    return top * (1 - fy) + bot * fy
+    """Bilinear sample of a flow field [H,W,2] at points [N,2] (x,y), clamped to the border -> [N,2] float64.
+    Pixels are the cells of a stride-1 grid, so this is the pack's one bilinear sampler (`sample_cells`)."""
+    grid = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float64)).permute(2, 0, 1)[None]   # [1,2,H,W]
+    xy = torch.from_numpy(np.asarray(pts, dtype=np.float64))
+    return sample_cells(grid, torch.zeros(xy.shape[0], dtype=torch.long), xy).numpy()
 
 
 def _step(pos: np.ndarray, there: np.ndarray, back: np.ndarray, thr: float, h: int, w: int):

@@ -18,8 +18,7 @@ from collections.abc import Callable
 import torch
 
 from .datatypes import check_feature_tensor
-from .cost_volume import (cell_to_pixel, check_query_points, frame_chunk_size, normalise,
-                          sample_descriptors)
+from .cost_volume import cell_to_pixel, check_query_points, iter_cost_volume, sample_descriptors
 
 
 def _check_args(threshold: float, refine_radius: int, refine_temperature: float) -> None:
@@ -68,15 +67,13 @@ def track_nearest_neighbour(features: torch.Tensor, stride, queries: torch.Tenso
     feats = check_feature_tensor("features", features)
     t_total, c, h, w = feats.shape
     q = check_query_points("query_points", queries, t_total, frame_size).to(feats.device)
-    desc = normalise(sample_descriptors(feats, q, stride), 1)
+    desc = sample_descriptors(feats, q, stride)
     n = q.shape[0]
     path_cells = torch.zeros(t_total, n, 2, dtype=feats.dtype, device=feats.device)
     best = torch.zeros(t_total, n, dtype=feats.dtype, device=feats.device)
-    step = frame_chunk_size(n, h * w, max_elements)
-    for t0 in range(0, t_total, step):
-        chunk = normalise(feats[t0:t0 + step], 1)
-        tc = chunk.shape[0]
-        cos = torch.einsum("nc,tcp->tnp", desc, chunk.reshape(tc, c, h * w))   # [tc,N,hw]
+    for t0, cos in iter_cost_volume(desc, feats, "cosine", max_elements=max_elements, progress=progress):
+        tc = cos.shape[0]
+        cos = cos.reshape(tc, n, h * w)                                          # [tc,N,hw]
         val, idx = cos.max(2)
         iy, ix = idx // w, idx % w
         best[t0:t0 + tc] = val
@@ -86,40 +83,4 @@ def track_nearest_neighbour(features: torch.Tensor, stride, queries: torch.Tenso
             path_cells[t0:t0 + tc] = torch.stack([cx, cy], -1).reshape(tc, n, 2)
         else:
             path_cells[t0:t0 + tc] = torch.stack([ix, iy], -1).to(feats.dtype)
-        if progress is not None:
-            for _ in range(tc):
-                progress()
-    return _finish(path_cells, best, q, stride, threshold)
-
-
-def track_nearest_neighbour_ref(features: torch.Tensor, stride, queries: torch.Tensor,
-                                frame_size: tuple[int, int], threshold: float = 0.6, refine_radius: int = 0,
-                                refine_temperature: float = 0.05):
-    """Reference: one point, one frame at a time, explicit window loops for the refinement."""
-    from .cost_volume import sample_descriptors_ref
-    _check_args(threshold, refine_radius, refine_temperature)
-    t_total, c, h, w = features.shape
-    q = check_query_points("query_points", queries, t_total, frame_size)
-    desc = sample_descriptors_ref(features, q, stride)
-    path_cells = torch.zeros(t_total, q.shape[0], 2, dtype=features.dtype)
-    best = torch.zeros(t_total, q.shape[0], dtype=features.dtype)
-    for i in range(q.shape[0]):
-        d = desc[i] / desc[i].norm().clamp_min(1e-8)
-        for t in range(t_total):
-            f = features[t]
-            cos = torch.einsum("c,chw->hw", d, f) / f.norm(dim=0).clamp_min(1e-8)
-            k = int(cos.argmax())
-            iy, ix = divmod(k, w)
-            best[t, i] = cos[iy, ix]
-            if refine_radius == 0:
-                path_cells[t, i] = torch.tensor([ix, iy], dtype=features.dtype)
-                continue
-            num_x = num_y = den = 0.0
-            m = float(cos[iy, ix])
-            for y in range(iy - refine_radius, iy + refine_radius + 1):
-                for x in range(ix - refine_radius, ix + refine_radius + 1):
-                    if 0 <= y < h and 0 <= x < w:
-                        e = float(torch.exp((cos[y, x] - m) / refine_temperature))
-                        num_x, num_y, den = num_x + e * x, num_y + e * y, den + e
-            path_cells[t, i] = torch.tensor([num_x / den, num_y / den], dtype=features.dtype)
     return _finish(path_cells, best, q, stride, threshold)

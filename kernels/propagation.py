@@ -11,7 +11,7 @@ The fast version never builds the (h*w) x (m*h*w) affinity: the target frame is 
 (the tile grown by r on each side), the cells outside each target's own window are masked, top-k runs
 per context and then jointly over the m per-context winners (the same set as one joint top-k). Memory
 is bounded by contexts x tile^2 x (tile + 2r)^2, independent of the frame size and the clip length.
-Equal to `propagation_ref` up to float rounding and the order of exact ties (the reference keeps
+Equal to `references/propagation.py` up to float rounding and the order of exact ties (the reference keeps
 every value tied with the k-th, this keeps exactly k).
 
 Temperatures: DINO and DIFT-ADM use 0.1 (the default here); TED uses 0.2 on DAVIS and 0.1 on

@@ -22,7 +22,7 @@ import torch
 
 from .checks import check_video
 from .datatypes import check_points
-from .color_rebalance import rgb_to_hsv
+from .color import rgb_to_hsv
 
 
 def red_pixel_mask(frames: torch.Tensor, h_low: float = 10.0, h_high: float = 170.0, s_min: float = 120.0,

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .color import hsv_to_rgb
 from .datatypes import inside_frame, make_tracks
 
 TEX = 64   # texels per side of every periodic texture
@@ -81,8 +82,7 @@ def _noise_texture(rng: np.random.Generator, base: np.ndarray, contrast: float, 
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
-    return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return hsv_to_rgb(torch.tensor([h, s, v], dtype=torch.float64)).numpy()
 
 
 def _sample(tex: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import math
 import torch
 
 from .checks import check_video
+from .color import hsv_to_rgb
 from .datatypes import check_tracks
 
 PIECE = 2.0   # max length (px) of one segment piece
@@ -19,8 +20,7 @@ PIECE = 2.0   # max length (px) of one segment piece
 def track_colors(n: int, device=None) -> torch.Tensor:
     """n distinct saturated colours [n,3] in 0..1, hues spread evenly around the HSV wheel."""
     h = torch.arange(n, dtype=torch.float32, device=device) / max(n, 1)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=device)[None] + h[:, None] * 6.0) % 6.0
-    return 1.0 - 0.85 * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+    return hsv_to_rgb(torch.stack([h, torch.full_like(h, 0.85), torch.ones_like(h)], -1))
 
 
 def _patch_offsets(extent: int, device) -> torch.Tensor:

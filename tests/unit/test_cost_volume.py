@@ -2,8 +2,13 @@
 import pytest
 import torch
 
-from vdtrack.kernels.cost_volume import (cell_centres, cell_to_pixel, cost_volume, cost_volume_ref, iter_cost_volume,
-                                         pixel_to_cell, sample_descriptors, sample_descriptors_ref)
+from vdtrack.kernels.cost_volume import cell_to_pixel, iter_cost_volume, pixel_to_cell, sample_descriptors
+from vdtrack.references.cost_volume import cost_volume_ref, sample_descriptors_ref
+
+
+def cost_volume(desc, feats, kind="cosine", scale=1.0, max_elements=2 ** 25, progress=None):
+    """The whole [T,N,h,w] volume, gathered from the streamed chunks."""
+    return torch.cat([c for _, c in iter_cost_volume(desc, feats, kind, scale, max_elements, progress)])
 
 
 def test_pixel_cell_mapping_by_hand():
@@ -14,8 +19,8 @@ def test_pixel_cell_mapping_by_hand():
     assert torch.allclose(cell_to_pixel(c, (8, 8)), px)
     # anisotropic stride (sy=4, sx=2): x uses sx, y uses sy
     assert pixel_to_cell(torch.tensor([0.5, 1.5]), (4, 2)).tolist() == [0.0, 0.0]
-    cc = cell_centres(2, 3, (4, 2))
-    assert cc[1, 2].tolist() == [4.5, 5.5]
+    cc = cell_to_pixel(torch.tensor([2.0, 1.0]), (4, 2))       # centre of cell (row 1, column 2)
+    assert cc.tolist() == [4.5, 5.5]
 
 
 def test_sample_descriptors_matches_reference_and_cell_centres():

@@ -6,7 +6,8 @@ import torch
 
 from vdtrack.kernels.feature_select import (head_positions, parse_heads, rope_band_indices, select_heads_frequencies,
                                             spatial_lowpass)
-from vdtrack.kernels.pixel_features import patch_features, patch_features_ref
+from vdtrack.kernels.pixel_features import patch_features
+from vdtrack.references.pixel_features import patch_features_ref
 
 
 def test_contiguous_bands_by_hand():

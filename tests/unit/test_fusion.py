@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from vdtrack.kernels.fusion import fuse_feature_dicts, fuse_features, fuse_features_ref
+from vdtrack.kernels.fusion import fuse_feature_dicts, fuse_features
+from vdtrack.references.fusion import fuse_features_ref
 
 
 def test_fusion_equals_reference_with_resize():

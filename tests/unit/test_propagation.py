@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from vdtrack.kernels.keypoint_propagation import keypoint_heatmaps, keypoints_from_soft, propagate_keypoints
 from vdtrack.kernels.propagation import (context_frames, labels_from_map, norm_mask, propagate_label_map,
                                          propagate_soft_labels, soft_labels_to_map)
-from vdtrack.kernels.propagation_ref import neighbourhood_mask, propagate_soft_labels_ref
+from vdtrack.references.propagation import neighbourhood_mask, propagate_soft_labels_ref
 
 
 # ----------------------------------------------------------------------------------------------- fast == reference

@@ -3,10 +3,12 @@ hand-built feature maps."""
 import pytest
 import torch
 
-from vdtrack.kernels.difftrack import mapping_field_ref, track_difftrack, track_difftrack_ref
+from vdtrack.kernels.difftrack import track_difftrack
+from vdtrack.references.difftrack import mapping_field_ref, track_difftrack_ref
 from vdtrack.kernels.heft_tracker import ema_offsets, track_heft
 from vdtrack.references.heft import track_heft_ref
-from vdtrack.kernels.nn_tracker import track_nearest_neighbour, track_nearest_neighbour_ref
+from vdtrack.kernels.nn_tracker import track_nearest_neighbour
+from vdtrack.references.nn import track_nearest_neighbour_ref
 
 PATH = [(3, 3), (4, 3), (5, 4), (5, 5), (6, 5), (7, 6)]      # cells (x, y) per frame
 

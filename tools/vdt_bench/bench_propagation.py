@@ -69,7 +69,7 @@ def _one(args) -> dict:
     import torch.nn.functional as F
 
     from vdtrack.kernels.propagation import context_frames, window_step
-    from vdtrack.kernels.propagation_ref import full_affinity_step, neighbourhood_mask
+    from vdtrack.references.propagation import full_affinity_step, neighbourhood_mask
 
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -139,7 +139,7 @@ def main() -> None:
         print(json.dumps(_one(args)))
         return
 
-    from vdtrack.kernels.propagation_ref import affinity_bytes
+    from vdtrack.references.propagation import affinity_bytes
 
     common = ["--device", args.device, "--context", str(args.context), "--targets", str(args.targets),
               "--radius", str(args.radius), "--top-k", str(args.top_k), "--labels", str(args.labels),
@@ -183,7 +183,7 @@ def _max_diff(h, w, c, args) -> float:
     import torch.nn.functional as F
 
     from vdtrack.kernels.propagation import context_frames, window_step
-    from vdtrack.kernels.propagation_ref import full_affinity_step, neighbourhood_mask
+    from vdtrack.references.propagation import full_affinity_step, neighbourhood_mask
 
     dev = torch.device(args.device)
     torch.manual_seed(1)

@@ -45,7 +45,8 @@ def _inputs(a, points: int, heads: int = 0):
 def run_one(a) -> dict:
     import torch
     from vdtrack.kernels import cost_volume, difftrack, heft_tracker, nn_tracker
-    from vdtrack.references import heft as heft_ref
+    from vdtrack.references import cost_volume as cost_volume_ref, difftrack as difftrack_ref, heft as heft_ref
+    from vdtrack.references import nn as nn_ref
     torch.set_num_threads(a.threads)
     case, which, pts = a.case, a.which, a.points
     heads = a.heads if case == "difftrack" else 0
@@ -57,16 +58,16 @@ def run_one(a) -> dict:
         if which == "fast":   # stream the volume chunk by chunk, keep only the per-frame best score
             fn = lambda: [c.amax((2, 3)) for _, c in cost_volume.iter_cost_volume(desc, f)]  # noqa: E731
         else:
-            fn = lambda: cost_volume.cost_volume_ref(desc, f)  # noqa: E731
+            fn = lambda: cost_volume_ref.cost_volume_ref(desc, f)  # noqa: E731
     elif case == "nn":
         fn = (lambda: nn_tracker.track_nearest_neighbour(f, s, q, size)) if which == "fast" else \
-             (lambda: nn_tracker.track_nearest_neighbour_ref(f, s, q, size))
+             (lambda: nn_ref.track_nearest_neighbour_ref(f, s, q, size))
     elif case == "heft":
         fn = (lambda: heft_tracker.track_heft(f, s, q, size, **heft_kw)) if which == "fast" else \
              (lambda: heft_ref.track_heft_ref(f, s, q, size, **heft_kw))
     elif case == "difftrack":
         fn = (lambda: difftrack.track_difftrack(f, None, s, q, size)) if which == "fast" else \
-             (lambda: difftrack.track_difftrack_ref(f, None, s, q, size))
+             (lambda: difftrack_ref.track_difftrack_ref(f, None, s, q, size))
     else:
         raise ValueError(f"unknown case {case}")
     cuda = a.device == "cuda"

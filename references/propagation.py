@@ -1,11 +1,16 @@
-"""Plain reference for label propagation: the full (contexts*h*w) x (h*w) affinity with the
-neighbourhood mask, exactly as DINO's eval_video_segmentation.py builds it. Only for small sizes
-(tests, benchmarks); `propagation.propagate_soft_labels` is the one to use."""
+"""Plain reference of label propagation with the DINO/DIFT protocol (docs/methods.md §7), written from the rule
+and sharing no code with kernels/propagation.py: the full (contexts*h*w) x (h*w) affinity with the square
+neighbourhood mask, exactly as DINO's eval_video_segmentation.py builds it, and its own frame loop. Only for
+small sizes (tests, benchmarks)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from .propagation import Progress, _check_args, run_propagation
+
+def affinity_bytes(h: int, w: int, contexts: int, element_size: int = 4) -> int:
+    """Bytes of one full affinity matrix of the reference (its measured peak is about twice this)."""
+    return contexts * (h * w) ** 2 * element_size
 
 
 def neighbourhood_mask(h: int, w: int, radius: int, device=None) -> torch.Tensor:
@@ -14,11 +19,6 @@ def neighbourhood_mask(h: int, w: int, radius: int, device=None) -> torch.Tensor
     ys, xs = ys.reshape(-1), xs.reshape(-1)
     near = ((ys[:, None] - ys[None, :]).abs() <= radius) & ((xs[:, None] - xs[None, :]).abs() <= radius)
     return near.float()
-
-
-def affinity_bytes(h: int, w: int, contexts: int, element_size: int = 4) -> int:
-    """Bytes of one full affinity matrix of the reference (its measured peak is about twice this)."""
-    return contexts * (h * w) ** 2 * element_size
 
 
 def full_affinity_step(t: int, ctx: list[int], feats: torch.Tensor, soft: torch.Tensor, mask: torch.Tensor,
@@ -40,13 +40,15 @@ def full_affinity_step(t: int, ctx: list[int], feats: torch.Tensor, soft: torch.
 
 
 def propagate_soft_labels_ref(features: torch.Tensor, first_labels: torch.Tensor, n_context: int = 28,
-                              radius: int = 15, top_k: int = 10, temperature: float = 0.1,
-                              progress: Progress = None) -> torch.Tensor:
-    features, first_labels = _check_args(features, first_labels, n_context, radius, top_k, temperature)
-    _, _, h, w = features.shape
-    mask = neighbourhood_mask(h, w, int(radius), features.device)
-
-    def step(t, ctx, feats, soft):
-        return full_affinity_step(t, ctx, feats, soft, mask, int(top_k), float(temperature))
-
-    return run_propagation(features, first_labels, n_context, step, progress)
+                              radius: int = 15, top_k: int = 10, temperature: float = 0.1) -> torch.Tensor:
+    """features [T,C,h,w], first-frame soft labels [L,h,w] -> soft labels [T,L,h,w]. Context of frame t: frame 0
+    plus the n_context most recent frames max(1, t - n_context) .. t-1 (their predictions, never argmaxed)."""
+    feats = F.normalize(features.float() if not features.is_floating_point() else features, dim=1, p=2)
+    t_all, _, h, w = feats.shape
+    mask = neighbourhood_mask(h, w, int(radius), feats.device)
+    soft = feats.new_zeros((t_all,) + tuple(first_labels.shape))
+    soft[0] = first_labels.to(feats)
+    for t in range(1, t_all):
+        ctx = [0] + list(range(max(1, t - int(n_context)), t))
+        soft[t] = full_affinity_step(t, ctx, feats, soft, mask, int(top_k), float(temperature))
+    return soft
