@@ -36,6 +36,7 @@ import comfy.samplers
 from . import schedules, windows
 from .capture import DitCapture, StopForward
 from ..kernels.datatypes import make_feature_meta, make_features
+from .native_batch import BatchRegeneration
 from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level
 
 WAN_TEXT_LEN = 512
@@ -104,7 +105,10 @@ def guided_euler(patched, model_latent: torch.Tensor, sigmas: torch.Tensor, posi
     """SDEdit with ComfyUI's Euler sampler and CFGGuider on `patched` from model-space `model_latent` along
     `sigmas`: ComfyUI's CFG neg + cfg (pos - neg) with cfg = 1 + w is v_pos + w (v_pos - v_neg). The
     denoise_mask (1 = regenerate) is ComfyUI's inpainting rule. Returns the model-space result."""
-    noise = schedules.seeded_noise(model_latent.shape, seed, model_latent.device, torch.float32)
+    # every batch item gets the noise a single item draws with `seed` (batched = separate generations)
+    one = (1,) + tuple(model_latent.shape[1:])
+    noise = schedules.seeded_noise(one, seed, model_latent.device, torch.float32)
+    noise = noise.repeat(model_latent.shape[0], *([1] * (len(one) - 1)))
     guider = comfy.samplers.CFGGuider(patched)
     guider.set_conds(positive, negative)
     guider.set_cfg(1.0 + float(guidance))
@@ -196,7 +200,7 @@ def is_wan_model(model) -> bool:
     return isinstance(base, comfy.model_base.WAN21) and isinstance(getattr(base, "diffusion_model", None), WanModel)
 
 
-class ComfyWanBackbone:
+class ComfyWanBackbone(BatchRegeneration):
     family = "wan"
     rope_layout = "interleaved"     # ComfyUI apply_rope1: channel pairs (2i, 2i+1) share a frequency
     temporal_compression = 4
@@ -441,15 +445,17 @@ class ComfyWanBackbone:
         x0 = self.encode(windows.pad_frames(x, length))
         pos = self._conds(positive.text, self._image_extra(positive, length, (mh, mw), need_image=True))
         neg = self._conds(negative.text, self._image_extra(negative, length, (mh, mw), need_image=True))
-        lat_mask = None
-        if mask is not None:
-            m = windows.pad_frames(frames_mask(mask, T, (mh, mw)), length)
-            lat_mask = windows.mask_to_latent_grid(m, x0.shape[2], self.temporal_compression, self.vae_stride)
+        lat_mask = None if mask is None else self._latent_mask(mask, T, (mh, mw), x0.shape[2])
         out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
         video = self.decode(out)[:T]
         if tuple(video.shape[1:3]) != (H, W):
             video = self._resize(video, (H, W))
         return video.clamp(0, 1)
+
+    def _latent_mask(self, mask: torch.Tensor, frames: int, size: tuple[int, int], latent_frames: int):
+        """A video MASK of `frames` frames -> [1,1,t,h,w] on the latent grid (max over each VAE cell)."""
+        m = windows.pad_frames(frames_mask(mask, frames, size), windows.quantize_up(frames, self.temporal_compression))
+        return windows.mask_to_latent_grid(m, latent_frames, self.temporal_compression, self.vae_stride)
 
     def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
                           guidance: float, steps: int, latent_mask: Optional[torch.Tensor] = None,
