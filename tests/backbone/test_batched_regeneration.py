@@ -11,7 +11,7 @@ from vdtrack.backbones.comfy_wan import ComfyWanBackbone
 from vdtrack.backbones.native_batch import BatchedClipVisionOutput, merge_conds
 from vdtrack.backbones.protocol import ImageCond
 
-from backbone_checks import red_square
+from vdt_dev.backbone_checks import red_square
 from .conftest import synthetic_clip
 
 
