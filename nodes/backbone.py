@@ -15,6 +15,7 @@ from ..backbones.windows import plan_windows
 from ..kernels.checks import check_video
 from .common import Backbone, Features, Progress, category
 from .inputs import VdtNode, seed_input, video_input
+from .timing import now, stamp_features
 
 NONE = "(from the model folder)"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -162,6 +163,7 @@ class VDT_ExtractBackboneFeatures(VdtNode):
     @classmethod
     def execute(cls, backbone, images, noise_level=0.3, timestep=-1, layer=-1, kind="block", window=0, overlap=2,
                 seed=0) -> io.NodeOutput:
+        start = now()
         frames = check_video("images", images)
         frames = frames[..., :3] if frames.shape[-1] >= 3 else frames.expand(-1, -1, -1, 3)
         level = backbone.level_from_timestep(float(timestep)) if timestep >= 0 else float(noise_level)
@@ -174,7 +176,7 @@ class VDT_ExtractBackboneFeatures(VdtNode):
         n = len(plan_windows(frames.shape[0], used, overlap, getattr(backbone, "window_quantum",
                                                                       backbone.temporal_compression)))
         feats = backbone.features(frames, level, spec, int(seed), progress=Progress(n))
-        return io.NodeOutput(feats[f"{kind}{layer}"])
+        return io.NodeOutput(stamp_features(feats[f"{kind}{layer}"], start))
 
 
 NODES = [VDT_LoadDiffusersBackbone, VDT_ExtractBackboneFeatures]

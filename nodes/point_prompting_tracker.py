@@ -16,6 +16,7 @@ from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks, category
 from .point_prompting import parse_color
 from .inputs import VdtNode, points_input
+from .timing import now, stamp_tracks
 
 CLIPS = ["first generation", "all generations"]
 CLIPS_LIMIT_BYTES = 4 << 30      # "all generations" refused above this (float32 frames held in memory)
@@ -119,6 +120,7 @@ class VDT_PointPromptingTracker(VdtNode):
                 refine_mask_radius=16.0, points_per_generation=4, mode="batched", min_separation=64.0, window=0,
                 overlap=4, seed=0, search_radius=20.0, keep_clips="first generation", clip_vision=None,
                 conditioning=None) -> io.NodeOutput:
+        start = now()
         frames = check_video("images", images, min_frames=2)
         T, H, W = frames.shape[:3]
         q = parse_points(points, T, (H, W))
@@ -154,7 +156,7 @@ class VDT_PointPromptingTracker(VdtNode):
                              confidence=res.confidence)
         out = torch.cat([c.to(frames.device) for c in res.clips], 0) if res.clips else frames
         conf = json.dumps([round(float(c), 4) for c in res.point_confidence])
-        return io.NodeOutput(tracks, out, conf)
+        return io.NodeOutput(stamp_tracks(tracks, start), out, conf)
 
 
 NODES = [VDT_PointPromptingTracker]

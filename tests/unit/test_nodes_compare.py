@@ -77,3 +77,17 @@ def test_seconds_accumulate_along_a_chain():
     assert 100.0 <= tr["seconds"] < 200.0
     flow = VDT_FlowTracker.execute(frames, "10,10").result[0]
     assert 0.0 <= flow["seconds"] < 100.0
+
+
+def test_average_features_is_the_mean_and_names_bad_inputs():
+    from vdtrack.nodes.ted import VDT_AverageFeatures
+
+    def fd(x, seed):
+        return {"features": x, "stride": (4.0, 4.0), "frame_size": (8, 8), "meta": {"seed": seed, "seconds": 2.0}}
+    a, b, c = torch.rand(3, 2, 5, 2, 2).unbind(0)
+    out = VDT_AverageFeatures.execute(fd(a, 0), features_3=fd(b, 1), features_5=fd(c, 2)).result[0]
+    assert torch.allclose(out["features"], (a + b + c) / 3)
+    assert out["meta"]["ensemble_size"] == 3 and out["meta"]["ensemble_seeds"] == [0, 1, 2]
+    assert out["meta"]["seconds"] >= 6.0
+    with pytest.raises(ValueError, match="features_2"):
+        VDT_AverageFeatures.execute(fd(a, 0), features_2=fd(torch.rand(2, 5, 3, 2), 1))
