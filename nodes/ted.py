@@ -11,10 +11,10 @@ from ..backbones.comfy_image import DIFT_TIMESTEP, DIFT_UP_FT_INDEX, ComfyImageU
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec
 from ..kernels.checks import check_video
+from ..kernels.datatypes import check_features
 from .common import Features, Progress, category
-from .features import check_features
-from .timing import now, stamp_features
 from .inputs import VdtNode
+from .timing import now, stamp_features
 
 # TED Table 6 (motion timestep of 1000, fusion alpha, softmax temperature, propagation radius in feature cells,
 # top-k); window 16 with overlap 2 (Sec. 4.4: overlap l = 2 is enough). The number of recent context frames is
@@ -153,10 +153,10 @@ def average_feature_dicts(items: list[tuple[str, dict]]) -> dict:
     """Mean of several VDT_FEATURES of the same clip, grid and stride (an ensemble over noise draws).
     items: (input name, features). ValueError naming the input that differs."""
     name0, first = items[0]
-    f0 = check_features(name0, first)
+    f0 = check_features(name0, first, heads="any")
     acc = f0["features"].float().clone()
     for name, fd in items[1:]:
-        f = check_features(name, fd)
+        f = check_features(name, fd, heads="any")
         if f["features"].shape != f0["features"].shape:
             raise ValueError(f"{name}: shape {tuple(f['features'].shape)} differs from {name0} "
                              f"{tuple(f0['features'].shape)} (same clip, model, layer and window needed)")
@@ -168,7 +168,7 @@ def average_feature_dicts(items: list[tuple[str, dict]]) -> dict:
     return {"features": acc / len(items), "stride": f0["stride"], "frame_size": f0["frame_size"], "meta": meta}
 
 
-class VDT_AverageFeatures(io.ComfyNode):
+class VDT_AverageFeatures(VdtNode):
     @classmethod
     def define_schema(cls):
         optional = [Features.Input(f"features_{i}", optional=True, tooltip=f"Features of draw {i}.")
