@@ -101,14 +101,16 @@ def conditional_forward(patched, latent: torch.Tensor, sigma: float, conds: list
 
 
 def guided_euler(patched, model_latent: torch.Tensor, sigmas: torch.Tensor, positive: list, negative: list,
-                 guidance: float, denoise_mask, seed: int, progress=None) -> torch.Tensor:
+                 guidance: float, denoise_mask, seed: int, progress=None, item_noise: bool = False) -> torch.Tensor:
     """SDEdit with ComfyUI's Euler sampler and CFGGuider on `patched` from model-space `model_latent` along
     `sigmas`: ComfyUI's CFG neg + cfg (pos - neg) with cfg = 1 + w is v_pos + w (v_pos - v_neg). The
     denoise_mask (1 = regenerate) is ComfyUI's inpainting rule. Returns the model-space result."""
-    # every batch item gets the noise a single item draws with `seed` (batched = separate generations)
-    one = (1,) + tuple(model_latent.shape[1:])
-    noise = schedules.seeded_noise(one, seed, model_latent.device, torch.float32)
-    noise = noise.repeat(model_latent.shape[0], *([1] * (len(one) - 1)))
+    if item_noise:      # batch axis = generations: each gets the noise one item draws with `seed`
+        one = (1,) + tuple(model_latent.shape[1:])
+        noise = schedules.seeded_noise(one, seed, model_latent.device, torch.float32)
+        noise = noise.repeat(model_latent.shape[0], *([1] * (len(one) - 1)))
+    else:               # e.g. SVD, whose batch axis is the video's frames
+        noise = schedules.seeded_noise(model_latent.shape, seed, model_latent.device, torch.float32)
     guider = comfy.samplers.CFGGuider(patched)
     guider.set_conds(positive, negative)
     guider.set_cfg(1.0 + float(guidance))
@@ -471,7 +473,7 @@ class ComfyWanBackbone(BatchRegeneration):
             return x0.clone()
         if not self.ti2v or positive[0][1].get(FIRST_LATENT_KEY) is None:
             return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed,
-                                progress)
+                                progress, item_noise=True)
         return self._first_frame_euler(x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)
 
     def _first_frame_euler(self, x0: torch.Tensor, sigmas: torch.Tensor, positive: list, negative: list,
@@ -489,7 +491,7 @@ class ComfyWanBackbone(BatchRegeneration):
         m = self.model.clone()
         self._install_first_frames(m, positive, negative)
         # noise drawn for x0's shape: start has the same shape, the first frame replaced
-        return guided_euler(m, start, sigmas, positive, negative, guidance, mask, seed, progress)
+        return guided_euler(m, start, sigmas, positive, negative, guidance, mask, seed, progress, item_noise=True)
 
     def regen_steps(self, level: float, steps: int) -> int:
         """Number of sampler steps regenerate() runs (for progress bars)."""
