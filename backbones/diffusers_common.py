@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from ..kernels.datatypes import make_feature_meta, make_features
 from .protocol import check_level
 from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
-from .windows import latent_time_to_frames, pad_frames, plan_windows
+from .windows import latent_time_to_frames, pad_frames, plan_anchor_chunks, plan_windows
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 FAMILIES = ("i2vgen", "svd", "cogvideox", "wan")
@@ -387,6 +387,8 @@ class DiffusersBackbone(abc.ABC):
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"image: expected [T,H,W,3], got {list(frames.shape)}")
         check_layers(spec.layers, self.num_layers)
+        if spec.chunking == "anchor":
+            return self._anchor_features(frames, level, spec, seed, cond, progress)
         T, H, W, _ = frames.shape
         window = spec.window or self.default_window
         plan = plan_windows(T, window, spec.overlap, self.window_quantum)
@@ -415,6 +417,51 @@ class DiffusersBackbone(abc.ABC):
                 out[k] = make_features(torch.cat(parts[k], 0), strides[k], (H, W), meta)
         return out
 
+    def _anchor_features(self, frames, level, spec, seed, cond, progress) -> dict:
+        """DiffTrack's published passes (cvlab-kaist/DiffTrack evaluate_tapvid.py): frame 0 plus the strided frames
+        of each chunk (windows.plan_anchor_chunks, `window` frames per pass incl. frame 0; 13 by default). Per-frame
+        features come from the first pass holding the frame; "anchor_passes" keeps every pass [(frames [n] long,
+        features [n+1,...] with frame 0 first)] for the DiffTrack kernel (track_difftrack(anchor_passes=...))."""
+        if self.temporal_compression != 1:
+            raise ValueError("chunking: 'anchor' needs one latent frame per video frame (CogVideoX with "
+                             "frame_as_latent); use 'windows' for this model")
+        T, H, W, _ = frames.shape
+        chunk_len = spec.window or self.default_window
+        chunks = plan_anchor_chunks(T, chunk_len)
+        if not chunks:                                        # a one-frame clip: one pass of frame 0
+            chunks = [[]]
+        per_frame: dict[str, torch.Tensor] = {}
+        passes: dict[str, list] = {k: [] for k in spec.keys()}
+        strides: dict[str, tuple[float, float]] = {}
+        done: set[int] = set()
+        self._to_device()
+        try:
+            for chunk in chunks:
+                idx = [0] + chunk
+                got = self._window_features(frames[idx].to(self.device), level, spec, seed, cond)
+                first = [i for i, t in enumerate(idx) if t not in done]       # frames no earlier pass held
+                for k in passes:
+                    x = self._latent_to_video(got[k].float(), len(idx))[: len(idx)].to(self.offload_device)
+                    passes[k].append((torch.tensor(chunk, dtype=torch.long), x))
+                    if k not in per_frame:
+                        per_frame[k] = x.new_zeros(T, *x.shape[1:])
+                    per_frame[k][[idx[i] for i in first]] = x[first]
+                    h, wd = got[k].shape[-2:]
+                    strides[k] = (H / h, W / wd)
+                done.update(idx)
+                if progress is not None:
+                    progress()
+        finally:
+            self._offload()
+        out = {}
+        for layer in spec.layers:
+            for kind in spec.kinds:
+                k = f"{kind}{layer}"
+                meta = self._feature_meta(level, spec, layer, kind)
+                meta.update(window=chunk_len, chunking="anchor", windows=len(chunks), seed=int(seed))
+                out[k] = make_features(per_frame[k], strides[k], (H, W), meta)
+                out[k]["anchor_passes"] = passes[k] if chunks != [[]] else []
+        return out
 
 
 # ------------------------------------------------------------------ DDPM v-prediction (I2VGen-XL, CogVideoX)

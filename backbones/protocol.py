@@ -21,6 +21,7 @@ import torch
 
 KINDS = ("block", "q", "k")
 ROPE_MODES = ("before", "after")
+CHUNKINGS = ("windows", "anchor")
 
 ProgressFn = Optional[Callable[[], None]]
 
@@ -34,6 +35,9 @@ class FeatureSpec:
     rope: q/k "after" (as the attention sees them; HeFT/DiffTrack) or "before" RoPE.
     window / overlap: video frames per window and frames shared by consecutive windows
     (0 window = the model's default window).
+    chunking: "windows" (consecutive overlapping windows) or "anchor": DiffTrack's published passes, frame 0 plus
+    `window - 1` strided frames each (windows.plan_anchor_chunks); only for adapters with one latent frame per video
+    frame. Features then also carry "anchor_passes" (each pass's frames and features, frame 0 first).
     """
 
     layers: list[int]
@@ -42,6 +46,7 @@ class FeatureSpec:
     rope: str = "after"
     window: int = 0
     overlap: int = 0
+    chunking: str = "windows"
 
     def __post_init__(self) -> None:
         self.layers = [int(i) for i in (self.layers if isinstance(self.layers, (list, tuple)) else [self.layers])]
@@ -61,6 +66,8 @@ class FeatureSpec:
                 raise ValueError("heads: empty list (use None for all heads)")
         if self.window < 0 or self.overlap < 0:
             raise ValueError("window/overlap: must be >= 0")
+        if self.chunking not in CHUNKINGS:
+            raise ValueError(f"chunking: '{self.chunking}' must be one of {CHUNKINGS}")
 
     def keys(self) -> list[str]:
         """Result keys in request order, e.g. ["k18", "block18"]."""
@@ -116,5 +123,5 @@ def check_level(level: float) -> float:
     return level
 
 
-__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "KINDS", "ROPE_MODES", "ProgressFn",
+__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "KINDS", "ROPE_MODES", "CHUNKINGS", "ProgressFn",
            "check_level"]
