@@ -11,10 +11,10 @@ from comfy_api.latest import io
 
 from ..backbones.diffusers_common import FAMILIES, detect_family, load_backbone
 from ..backbones.protocol import FeatureSpec
-from ..backbones.windows import plan_windows
+from ..backbones.windows import plan_anchor_chunks, plan_windows
 from ..kernels.checks import check_video
 from .common import Backbone, Features, Progress, category
-from .inputs import VdtNode, seed_input, video_input
+from .inputs import KEYS_OUTPUT_TOOLTIP, QK, VdtNode, feature_kinds, features_and_keys, seed_input, video_input
 from .timing import now, stamp_features
 
 NONE = "(from the model folder)"
@@ -127,6 +127,9 @@ class VDT_LoadDiffusersBackbone(VdtNode):
         backbone = load_backbone(source, family, dtype=_dtype(dtype, device), vae_file=vae_path, **kw)
         return io.NodeOutput(backbone)
 
+KINDS = ("block", "q", "k", QK)
+CHUNKING_OPTIONS = ("auto", "anchor", "windows")
+
 
 class VDT_ExtractBackboneFeatures(VdtNode):
     @classmethod
@@ -148,21 +151,30 @@ class VDT_ExtractBackboneFeatures(VdtNode):
                 io.Int.Input("layer", default=-1, min=-1, max=200,
                              tooltip="Block index (UNets: up block; DiTs: transformer block); -1 = the family's "
                                      "default (I2VGen-XL/SVD 2, CogVideoX 17 clamped to the model)."),
-                io.Combo.Input("kind", options=["block", "q", "k"], default="block",
-                               tooltip="block output, or per-head self-attention queries/keys (DiTs only)."),
+                io.Combo.Input("kind", options=list(KINDS), default="block",
+                               tooltip="block output, or per-head self-attention queries/keys (DiTs only); q+k: "
+                                       "both from ONE pass (queries out first, keys second: DiffTrack)."),
                 io.Int.Input("window", default=0, min=0, max=1024,
                              tooltip="Video frames per forward pass; 0 = the model's default (I2VGen 16, SVD 14/25, "
                                      "CogVideoX 13, Wan 81)."),
                 io.Int.Input("overlap", default=2, min=0, max=1023,
                              tooltip="Frames shared by consecutive windows (TED uses 2)."),
                 seed_input("Seed of the added noise.", control_after_generate=True),
+                io.Combo.Input("chunking", options=list(CHUNKING_OPTIONS), default="auto", optional=True,
+                               tooltip="anchor: DiffTrack's published passes, frame 0 plus `window` - 1 strided "
+                                       "frames each (interval T // (window - 1)), so every frame is matched "
+                                       "against frame 0 as seen in its own pass; overlap unused. windows: "
+                                       "consecutive overlapping windows, frame 0 only in the first (matches to "
+                                       "later frames cross passes). auto: anchor for q/k of CogVideoX with "
+                                       "frame_as_latent (DiffTrack's setting), windows otherwise."),
             ],
-            outputs=[Features.Output(display_name="features")],
+            outputs=[Features.Output(display_name="features"),
+                     Features.Output(display_name="key_features", tooltip=KEYS_OUTPUT_TOOLTIP)],
         )
 
     @classmethod
     def execute(cls, backbone, images, noise_level=0.3, timestep=-1, layer=-1, kind="block", window=0, overlap=2,
-                seed=0) -> io.NodeOutput:
+                seed=0, chunking="auto") -> io.NodeOutput:
         start = now()
         frames = check_video("images", images)
         frames = frames[..., :3] if frames.shape[-1] >= 3 else frames.expand(-1, -1, -1, 3)
@@ -171,12 +183,31 @@ class VDT_ExtractBackboneFeatures(VdtNode):
             layer = min(int(getattr(backbone, "default_layer", backbone.num_layers - 1)), backbone.num_layers - 1)
         if layer >= backbone.num_layers:
             raise ValueError(f"layer: {layer} outside 0..{backbone.num_layers - 1}")
-        spec = FeatureSpec(layers=[layer], kinds=(kind,), window=window, overlap=overlap)
+        kinds = feature_kinds(kind, KINDS)
+        chunking = resolve_chunking(chunking, backbone, kinds)
+        spec = FeatureSpec(layers=[layer], kinds=kinds, window=window, overlap=overlap if chunking == "windows" else 0,
+                           chunking=chunking)
         used = window or backbone.default_window
-        n = len(plan_windows(frames.shape[0], used, overlap, getattr(backbone, "window_quantum",
-                                                                      backbone.temporal_compression)))
+        if chunking == "anchor":
+            n = max(len(plan_anchor_chunks(frames.shape[0], used)), 1)
+        else:
+            n = len(plan_windows(frames.shape[0], used, overlap, getattr(backbone, "window_quantum",
+                                                                          backbone.temporal_compression)))
         feats = backbone.features(frames, level, spec, int(seed), progress=Progress(n))
-        return io.NodeOutput(stamp_features(feats[f"{kind}{layer}"], start))
+        first, keys = features_and_keys(feats, layer, kind)
+        stamp_features(first, start)
+        return io.NodeOutput(first, stamp_features(keys, start))
+
+
+def resolve_chunking(chunking: str, backbone, kinds) -> str:
+    """'auto' -> 'anchor' for q/k of a CogVideoX with one latent per frame (DiffTrack's setting), else 'windows'."""
+    if chunking not in CHUNKING_OPTIONS:
+        raise ValueError(f"chunking: expected one of {list(CHUNKING_OPTIONS)}, got {chunking!r}")
+    if chunking != "auto":
+        return chunking
+    qk_only = "block" not in kinds
+    return "anchor" if backbone.family == "cogvideox" and backbone.temporal_compression == 1 and qk_only \
+        else "windows"
 
 
 NODES = [VDT_LoadDiffusersBackbone, VDT_ExtractBackboneFeatures]

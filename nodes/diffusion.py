@@ -9,9 +9,10 @@ from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
 from .common import Features, Progress, category
-from .inputs import VdtNode, seed_input, video_input
+from .inputs import KEYS_OUTPUT_TOOLTIP, QK, VdtNode, feature_kinds, features_and_keys, seed_input, video_input
 from .timing import now, stamp_features
 
+KINDS = ("k", "q", "block", QK)
 SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1, Wan 2.2 "
              "14B and Cosmos, 32 px for Wan 2.2 5B) are "
              "resized to the nearest multiples inside the node; outputs are reported in the input's pixels.")
@@ -56,9 +57,11 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                 video_input(what="The clip"),
                 io.Int.Input("layer", default=18, min=0, max=255,
                              tooltip="Transformer block index (0-based). HeFT: 18 for Wan2.1-1.3B and Cosmos-2B."),
-                io.Combo.Input("kind", options=["k", "q", "block"], default="k",
+                io.Combo.Input("kind", options=list(KINDS), default="k",
                                tooltip="k/q: self-attention key/query per head [frames,heads,128,h,w] (HeFT and "
-                                       "DiffTrack use keys/queries); block: the block output [frames,C,h,w]."),
+                                       "DiffTrack use keys/queries); q+k: both from ONE forward pass (queries "
+                                       "out first, keys second: DiffTrack); block: the block output "
+                                       "[frames,C,h,w]."),
                 io.Combo.Input("rope", options=["after", "before"], default="after",
                                tooltip="q/k after RoPE (what attention sees; HeFT/DiffTrack) or before it."),
                 io.Float.Input("noise_level", default=0.02, min=0.0, max=1.0, step=0.005,
@@ -87,7 +90,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                                          "(off = no image conditioning, as HeFT)."),
             ],
             outputs=[Features.Output(display_name="features",
-                                     tooltip="VDT_FEATURES: per-frame features, stride and frame size.")],
+                                     tooltip="VDT_FEATURES: per-frame features, stride and frame size."),
+                     Features.Output(display_name="key_features", tooltip=KEYS_OUTPUT_TOOLTIP)],
         )
 
     @classmethod
@@ -99,8 +103,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
         bb = backbone_from_model(model, vae, text=conditioning)
         level = bb.level_from_timestep(float(timestep)) if int(timestep) > 0 else float(noise_level)
         head_list = parse_int_list("heads", heads)
-        spec = FeatureSpec([int(layer)], kinds=(kind,), heads=head_list, rope=rope, window=int(window),
-                           overlap=int(overlap))
+        spec = FeatureSpec([int(layer)], kinds=feature_kinds(kind, KINDS), heads=head_list, rope=rope,
+                           window=int(window), overlap=int(overlap))
         cond = None
         if condition_on_first_frame or clip_vision_output is not None:
             cond = ImageCond(frames[:1, ..., :3].float(), clip_vision_output, conditioning)
@@ -108,7 +112,9 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
         n_windows = len(plan_windows(frames.shape[0], spec.window or bb.default_window, spec.overlap,
                                      quantum=bb.temporal_compression))
         feats = bb.features(frames, level, spec, int(seed), cond=cond, progress=Progress(n_windows))
-        return io.NodeOutput(stamp_features(feats[spec.keys()[0]], start))
+        first, keys = features_and_keys(feats, int(layer), kind)
+        stamp_features(first, start)
+        return io.NodeOutput(first, stamp_features(keys, start))
 
 
 class VDT_CounterfactualRegenerate(VdtNode):

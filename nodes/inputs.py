@@ -172,3 +172,24 @@ def cells_radius_input(id: str, default: int, min: int, max: int, what: str, opt
     """A radius in feature cells (one cell = the features' stride in pixels); the label says the unit."""
     return io.Int.Input(id, display_name=f"{id} (cells)", default=default, min=min, max=max, optional=optional,
                         tooltip=f"{what} In feature cells (one cell = the features' stride in pixels).")
+
+
+# ------------------------------------------------------------------------------------------- feature kinds
+
+QK = "q+k"
+KEYS_OUTPUT_TOOLTIP = ("With kind 'q+k': the keys of the same layer from the same forward pass (DiffTrack's "
+                       "key_features); with any other kind: the same features as the first output.")
+
+
+def feature_kinds(kind: str, options) -> tuple[str, ...]:
+    """A kind combo value -> FeatureSpec kinds: 'q+k' captures queries and keys in one pass."""
+    if kind not in options:
+        raise ValueError(f"kind: expected one of {list(options)}, got {kind!r}")
+    return ("q", "k") if kind == QK else (kind,)
+
+
+def features_and_keys(feats: dict, layer: int, kind: str) -> tuple[dict, dict]:
+    """(first output, second output) of an extraction node: (q, k) for 'q+k', else the features twice."""
+    if kind == QK:
+        return feats[f"q{layer}"], feats[f"k{layer}"]
+    return feats[f"{kind}{layer}"], feats[f"{kind}{layer}"]

@@ -75,6 +75,20 @@ def run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_
     return _tracks(start, (features,), path, vis, queries, f["frame_size"], fb_error=err)
 
 
+def anchor_passes(features, key_features=None):
+    """DiffTrack's per-pass features [(frames, queries, keys)] when the extraction ran with chunking 'anchor'
+    (both inputs must carry them), else None (plain per-frame matching)."""
+    q_passes = features.get("anchor_passes") if isinstance(features, dict) else None
+    k_src = features if key_features is None else key_features
+    k_passes = k_src.get("anchor_passes") if isinstance(k_src, dict) else None
+    if not q_passes and not k_passes:
+        return None
+    if not q_passes or not k_passes or len(q_passes) != len(k_passes):
+        raise ValueError("key_features: extracted with a different chunking than features (use the same "
+                         "extraction, kind 'q+k')")
+    return [(fr, q, k) for (fr, q), (_, k) in zip(q_passes, k_passes)]
+
+
 def run_difftrack(features, points, scale, key_features=None) -> dict:
     start = now()
     _choice("scale", scale, DIFFTRACK_SCALES)
@@ -90,7 +104,8 @@ def run_difftrack(features, points, scale, key_features=None) -> dict:
         keys = k["features"].to(x.device, torch.float32)
     n_src = int(queries[:, 0].unique().numel())
     progress = Progress(n_src * max(x.shape[0] - 1, 1))
-    path, vis, conf = track_difftrack(x, keys, f["stride"], queries, f["frame_size"], scale=scale, progress=progress)
+    path, vis, conf = track_difftrack(x, keys, f["stride"], queries, f["frame_size"], scale=scale, progress=progress,
+                                      anchor_passes=anchor_passes(features, key_features))
     return _tracks(start, (features, key_features), path, vis, queries, f["frame_size"], confidence=conf)
 
 
@@ -193,7 +208,9 @@ class VDT_TrackDiffTrack(VdtNode):
             display_name="VDT Track Points (DiffTrack)",
             category=category("tracking"),
             description="DiffTrack matching: symmetric query-key attention between the query frame and every "
-                        "frame, per head, soft-argmax of the averaged map; no occlusion output (all visible).",
+                        "frame, per head, soft-argmax of the averaged map; no occlusion output (all visible). "
+                        "Features extracted with chunking 'anchor' (DiffTrack's passes: frame 0 plus strided "
+                        "frames) match each frame against frame 0 as its own pass saw it.",
             inputs=[
                 Features.Input("features", tooltip="Per-head queries [T,heads,C,h,w] (or [T,C,h,w]) as VDT_FEATURES."),
                 points_input(),

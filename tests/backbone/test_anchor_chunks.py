@@ -48,3 +48,33 @@ def test_anchor_chunking_needs_one_latent_per_frame(tiny):  # noqa: F811
         b.features(synthetic_clip(5, 64, 64), 0.1, FeatureSpec(layers=[1], kinds=("k",), chunking="anchor"), 0)
     with pytest.raises(ValueError, match="chunking"):
         FeatureSpec(layers=[1], chunking="strided")
+
+
+def test_extract_node_q_and_k_in_one_pass_and_difftrack_node(backbones, monkeypatch):  # noqa: F811
+    from vdtrack.nodes.backbone import VDT_ExtractBackboneFeatures
+    from vdtrack.nodes.tracking import VDT_TrackDiffTrack
+
+    b = backbones["cogvideox"]
+    calls = []
+    orig = type(b)._window_features
+
+    def counting(self, frames, *a, **k):
+        calls.append(frames.shape[0])
+        return orig(self, frames, *a, **k)
+    monkeypatch.setattr(type(b), "_window_features", counting)
+    frames = synthetic_clip(6, 64, 64)
+    q, k = VDT_ExtractBackboneFeatures.execute(b, frames, noise_level=0.1, layer=1, kind="q+k", window=4,
+                                               seed=5).result
+    assert calls == [4, 3]                       # auto = anchor for CogVideoX q/k: two passes for q AND k together
+    assert q["meta"]["kind"] == "q" and k["meta"]["kind"] == "k" and len(q["anchor_passes"]) == 2
+    tracks = VDT_TrackDiffTrack.execute(q, "20,30", key_features=k).result[0]
+    anchor = [(fr, pq, pk) for (fr, pq), (_, pk) in zip(q["anchor_passes"], k["anchor_passes"])]
+    want = track_difftrack(q["features"], k["features"], q["stride"], torch.tensor([[0, 20.0, 30.0]]), (64, 64),
+                           anchor_passes=anchor)[0]
+    assert torch.allclose(tracks["track_path"], want)
+    calls.clear()
+    blk, same = VDT_ExtractBackboneFeatures.execute(b, frames, noise_level=0.1, layer=1, kind="block", window=4,
+                                                    overlap=0, seed=5).result
+    assert blk is same and "anchor_passes" not in blk and calls == [4, 4]      # plain windows for block output
+    with pytest.raises(ValueError, match="chunking"):
+        VDT_ExtractBackboneFeatures.execute(b, frames, layer=1, kind="q", chunking="strided")
