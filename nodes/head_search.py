@@ -104,11 +104,11 @@ class VDT_HeFTHeadSearch(VdtNode):
                 io.Combo.Input("heft_resolution", options=["pixels", "feature grid"], default="pixels",
                                tooltip="'pixels' = as published (sub-cell); 'feature grid' = much faster, coarser."),
                 io.Combo.Input("fb_mode", options=list(FB_MODES), default="speculative",
-                               tooltip="HeFT forward-backward mode (see the tracker; 'batched' is fastest and not "
+                               tooltip="HeFT forward-backward mode (see the tracker; 'no_feedback' is fastest and not "
                                        "the published feedback)."),
                 io.Combo.Input("rank_by", options=list(RANK_KEYS), default="average_jaccard",
                                tooltip="Metric the table is sorted by (ties: delta_avg)."),
-                io.Float.Input("max_feature_gib", default=8.0, min=0.1, max=1024.0, step=0.5,
+                io.Float.Input("max_feature_gib", default=8.0, min=1e-6, max=1024.0, step=0.5,
                                tooltip="Refuse searches whose captured features would exceed this many GiB."),
                 io.String.Input("filename_prefix", default="vdtrack/head_search",
                                 tooltip="CSV file name inside ComfyUI's output folder."),

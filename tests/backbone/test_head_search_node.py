@@ -15,7 +15,7 @@ from .conftest import synthetic_clip
 
 KW = dict(kind="k", noise_level=0.1, window=0, seed=0, freq_cuts="0, 0.5", rope_dims="44,42,42",
           layout="contiguous", argmax_radius=8.0, search_radius=20.0, vis_threshold=8.0, ema_alpha=0.05,
-          heft_resolution="feature grid", fb_mode="batched", rank_by="average_jaccard", max_feature_gib=1.0)
+          heft_resolution="feature grid", fb_mode="no_feedback", rank_by="average_jaccard", max_feature_gib=1.0)
 
 
 def rolled_tracks(frames, points):

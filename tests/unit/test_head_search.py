@@ -48,7 +48,7 @@ def test_search_finds_the_planted_head_and_band():
     q, path, vis = ground_truth(3, n=6)
     calls = []
     rows = search_heads(feats, 16, (96, 128), path, vis, q, freq_lows=[0.0, 0.5], rope_dims=(4, 6, 6),
-                        head_ids={12: [0, 5, 9, 11]}, heft_kwargs=dict(fb_mode="batched"),
+                        head_ids={12: [0, 5, 9, 11]}, heft_kwargs=dict(fb_mode="no_feedback"),
                         progress=lambda: calls.append(1))
     assert len(rows) == len(calls) == 2 * 4 * 2
     best = rows[0]
