@@ -41,6 +41,7 @@ class Settings:
     pp_guidance: float = 4.0       # lambda of the edited-vs-unedited first-frame guidance
     pp_radius: float = 2.0         # marker radius, px (paper: 2 px)
     pp_search: float = 12.0        # red tracker initial search radius, px
+    pp_refine: bool = False        # the published refinement pass (masked regeneration around the coarse track)
     feat_level: float = 0.02       # feature noise level (fraction of the schedule)
     feat_layer: int = 1            # DiT block whose self-attention q/k (and output) are read
     prop_level: float = 0.3        # label-propagation feature noise level
@@ -105,24 +106,17 @@ def flow_tracks(clip, q):
 
 
 def point_prompting_tracks(bb, clip, q, s: Settings):
-    """Point Prompting with the building blocks, one generation per point: rebalance reds, paint the marker on
-    frame 0, SDEdit-regenerate guided by the edited vs the unedited first frame, follow the red dot."""
-    from vdtrack.backbones.protocol import ImageCond
-    from vdtrack.kernels.color_rebalance import rebalance_colors
-    from vdtrack.kernels.markers import draw_markers
-    from vdtrack.kernels.red_tracker import track_red_markers
+    """The pack's Point Prompting (backbones.point_prompting, what VDT_PointPromptingTracker runs): reds
+    desaturated, a red dot pasted per point, SDEdit regeneration guided by the marked vs the unmarked first frame,
+    red-dot tracking, refinement pass. Returns (path, vis, regenerated clips)."""
+    from vdtrack.backbones.point_prompting import PointPrompting, PointPromptingSettings
 
-    video = rebalance_colors(clip.video, 0.8, 20.0)
-    paths, viss, regens = [], [], []
-    for i in range(q.shape[0]):
-        marked = draw_markers(video, q[i:i + 1], (1.0, 0.0, 0.0), s.pp_radius)
-        out = bb.regenerate(marked, s.pp_level, ImageCond(marked[:1]), ImageCond(video[:1]), s.pp_guidance,
-                            s.pp_steps, seed=s.seed + i)
-        p, v = track_red_markers(out, q[i:i + 1], radius=s.pp_search, centroid_radius=3 * s.pp_radius)
-        paths.append(p)
-        viss.append(v)
-        regens.append(out)
-    return torch.cat(paths, 1), torch.cat(viss, 1), regens
+    settings = PointPromptingSettings(noise_level=s.pp_level, steps=s.pp_steps, guidance=s.pp_guidance,
+                                      marker_radius=s.pp_radius, search_radius=s.pp_search, refine=s.pp_refine,
+                                      points_per_generation=8, mode="batched", seed=s.seed).check()
+    with torch.inference_mode():
+        res = PointPrompting(bb, settings, keep_clips="first").run(clip.video, q)
+    return res.track_path, res.track_visibility, res.clips
 
 
 def diffusion_features(bb, clip, s: Settings, level: float | None = None):
@@ -252,7 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="", help="write the numbers (json) here")
     ap.add_argument("--comfyui", default=os.environ.get("VDT_COMFYUI_DIR", os.path.join(ROOT, ".vdt", "ComfyUI")))
     for f, v in Settings().__dict__.items():
-        ap.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+        kind = (lambda x: x.lower() in ("1", "true", "yes")) if isinstance(v, bool) else type(v)
+        ap.add_argument("--" + f.replace("_", "-"), type=kind, default=v)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     import_comfy(a.comfyui)

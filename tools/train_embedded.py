@@ -75,6 +75,9 @@ def new_vae(width: int):
             else:
                 fan_in = p[0].numel()
                 p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * (3.0 / fan_in) ** 0.5)
+        # posterior noise starts small (std e^-4): at log_var 0 the sampled z is mostly noise and the decoder
+        # learns to ignore the latent before the encoder can shrink it
+        v.conv1.bias[LATENT_C:] = -8.0
     return v
 
 
