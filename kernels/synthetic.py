@@ -196,12 +196,13 @@ class _Dot:
     color: np.ndarray             # RGB 0..1
 
 
-def _random_dots(rng, n: int, spot, scale: float) -> list[_Dot]:
-    """n dots at positions spot(rng) -> (x, y); half of them pure red, the rest saturated random hues."""
+def _random_dots(rng, n: int, spot, scale: float, radius=(1.2, 2.6)) -> list[_Dot]:
+    """n dots at positions spot(rng) -> (x, y), radius uniform in `radius` (px at 128 px); half of them pure red,
+    the rest saturated random hues."""
     out = []
     for _ in range(n):
         col = np.array([1.0, 0.0, 0.0]) if rng.random() < 0.5 else _hsv(rng.uniform(0.08, 0.92), 1.0, 1.0)
-        out.append(_Dot(spot(rng), rng.uniform(1.2, 2.6) * scale, col))
+        out.append(_Dot(spot(rng), rng.uniform(*radius) * scale, col))
     return out
 
 
@@ -253,12 +254,12 @@ def _pick_visible(positions: np.ndarray, vis: np.ndarray, n: int):
 def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects: int = 3,
               points_per_object: int = 8, seed: int = 0, identical: bool = False, background_points: int = 0,
               rotation: bool = True, textureless: float = 0.0, dots_per_object: int = 0,
-              background_dots: int = 0) -> SyntheticClip:
+              background_dots: int = 0, dot_radius: tuple = (1.2, 2.6)) -> SyntheticClip:
     """Render a seeded synthetic clip with exact ground truth (see the module docstring).
 
     textureless: probability (0..1) that an object is one flat colour (the pair of identical objects counts as
-    one draw). dots_per_object / background_dots: small dots (radius 1.2-2.6 px at 128 px, half pure red) fixed
-    on each object's surface / on the panning background; `dot_coverage` of the result is their visible
+    one draw). dots_per_object / background_dots: small dots (radius uniform in `dot_radius` px at 128 px, half
+    pure red) fixed on each object's surface / on the panning background; `dot_coverage` of the result is their visible
     coverage. Raises ValueError on out-of-range arguments."""
     frames, height, width = int(frames), int(height), int(width)
     if frames < 1:
@@ -271,6 +272,8 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
         raise ValueError(f"textureless: must be a probability in [0, 1], got {textureless}")
     if dots_per_object < 0 or background_dots < 0:
         raise ValueError("dots_per_object and background_dots must be >= 0")
+    if not (len(dot_radius) == 2 and 0 < float(dot_radius[0]) <= float(dot_radius[1]) < 1e4):
+        raise ValueError(f"dot_radius: expected (min, max) pixels with 0 < min <= max, got {dot_radius}")
     if identical:
         num_objects = max(int(num_objects), 2)
     rng = np.random.default_rng(int(seed))
@@ -304,10 +307,10 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
     for k in flat:
         textures[k] = np.broadcast_to(textures[k].mean(axis=(1, 2), keepdims=True), textures[k].shape).copy()
     obj_dots = [_random_dots(rng2, int(dots_per_object), lambda r, o=o: tuple(_sample_inside(r, o, 1, 1.0)[0]),
-                             scale) for o in objects]
+                             scale, dot_radius) for o in objects]
     bg_dots = _random_dots(rng2, int(background_dots),
                            lambda r: (r.uniform(0, width - 1) + pan[0, 0], r.uniform(0, height - 1) + pan[0, 1]),
-                           scale)
+                           scale, dot_radius)
 
     # ---------------------------------------------------------------- render (vectorised over frames)
     dtype = torch.float32   # coordinates < 1e4 px: float32 keeps ~1e-3 px, far below the 1 px we judge at

@@ -45,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIT_NAME = "vdtrack_embedded_wan_i2v.safetensors"
 VAE_NAME = "vdtrack_embedded_wan_vae.safetensors"
 TEXT_DIM, HEAD_DIM, LATENT_C = 4096, 128, 16
+DOT_RADIUS = (3.0, 6.0)    # px: the size of marker that survives the analytic VAE's 8 px cells (radius >= 4)
 WAN_SHIFT = 8.0            # ComfyUI's sampling shift for this DiT layout (supported_models.WAN21_T2V)
 
 
@@ -104,6 +105,90 @@ def new_dit(dim: int, layers: int, ffn: int, seed: int):
     return m
 
 
+def analytic_vae():
+    """A Wan 2.1 VAE (width 8) whose weights are set by hand, not trained: the latent of each 8x8 cell holds the
+    mean colour of that cell in each of the 4 frames it covers (channels 0-2 the latest frame, then 3-5, 6-8,
+    9-11 going back in time; the first latent frame holds frame 0 in channels 0-2; channels 12-15 are 0), and
+    the decoder puts each frame back with three bilinear 2x upsamplings. Residual branches and the attention
+    projection are zero (each block is its shortcut); the RMS norms before the SiLU heads see one constant channel
+    of value K = 100 beside the colours, so they scale by ~sqrt(C)/K and the SiLU works near 0 where it is
+    ~x/2 (relative error < 1 %). Blurry by construction (8 px cells), but exact in time and quick: the reason it
+    exists is that training the Wan VAE from scratch did not converge in the CPU budget (docs/embedded_model.md)."""
+    v = new_vae(8)
+    K, s = 100.0, 0.01
+    with torch.no_grad():
+        for p in v.parameters():
+            p.zero_()
+        for name, p in v.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(1.0)
+
+        def ident(w, pairs, spatial=None, tap=-1):
+            """w[out, in, ...] = 1 at the last time tap / centre (or the given spatial taps, averaged)."""
+            for o, i in pairs:
+                if w.ndim == 5:
+                    cy, cx = w.shape[3] // 2, w.shape[4] // 2
+                    w[o, i, tap, cy, cx] = 1.0
+                elif spatial is None:
+                    w[o, i, w.shape[2] // 2, w.shape[3] // 2] = 1.0
+                else:
+                    for (ky, kx), val in spatial.items():
+                        w[o, i, ky, kx] = val
+
+        avg2 = {(0, 0): 0.25, (0, 1): 0.25, (1, 0): 0.25, (1, 1): 0.25}
+        bil = {(ky, kx): [0.25, 0.5, 0.25][ky] * [0.25, 0.5, 0.25][kx] for ky in range(3) for kx in range(3)}
+        rng3, rng6 = [(c, c) for c in range(3)], [(c, c) for c in range(6)]
+        e, d = v.encoder, v.decoder
+        # ---- encoder: 3 -> 8 -> (avg) -> 16 -> (avg, time) -> 32 -> (avg, time) -> head
+        ident(e.conv1.weight, rng3)
+        e.conv1.bias[7] = K
+        ident(e.downsamples[2].resample[1].weight, rng3, avg2)
+        e.downsamples[2].resample[1].bias[7] = K
+        ident(e.downsamples[3].shortcut.weight, rng3 + [(15, 7)])
+        ident(e.downsamples[5].resample[1].weight, rng3, avg2)
+        e.downsamples[5].resample[1].bias[15] = K
+        tc = e.downsamples[5].time_conv
+        ident(tc.weight, rng3, tap=2)                                  # latest frame of the window
+        ident(tc.weight, [(3 + c, c) for c in range(3)], tap=1)        # the one before
+        tc.bias[15] = K
+        ident(e.downsamples[6].shortcut.weight, rng6 + [(31, 15)])
+        ident(e.downsamples[8].resample[1].weight, rng6, avg2)
+        e.downsamples[8].resample[1].bias[31] = K
+        tc = e.downsamples[8].time_conv
+        ident(tc.weight, rng6, tap=2)
+        ident(tc.weight, [(6 + c, c) for c in range(6)], tap=1)
+        tc.bias[31] = K
+        head_norm, head_conv = e.head[0], e.head[2]
+        head_norm.gamma.fill_(s * K / 32 ** 0.5)
+        for c in range(12):
+            head_conv.weight[c, c, -1, 1, 1] = 2.0 / s
+        ident(v.conv1.weight, [(c, c) for c in range(16)])
+        v.conv1.bias[LATENT_C:] = -8.0
+        # ---- decoder: 16 -> 32 -> (time split, bilinear) -> 16 -> 32 -> (time split, bilinear) -> 16 -> (bilinear)
+        ident(v.conv2.weight, [(c, c) for c in range(16)])
+        ident(d.conv1.weight, [(c, c) for c in range(12)])
+        d.conv1.bias[12] = K
+        up = d.upsamples[3]                                            # upsample3d at 32 channels
+        # time_conv output = [frame A channels | frame B channels]; A = earlier pair (f1, f2), B = (f3, f4)
+        ident(up.time_conv.weight, [(c, 6 + c) for c in range(3)] + [(3 + c, 9 + c) for c in range(3)]
+              + [(32 + c, c) for c in range(6)] + [(12, 12), (32 + 12, 12)])
+        ident(up.resample[1].weight, rng6, bil)
+        up.resample[1].bias[12] = K
+        ident(d.upsamples[4].shortcut.weight, rng6 + [(12, 12)])       # 16 -> 32
+        up = d.upsamples[7]                                            # upsample3d at 32 channels
+        ident(up.time_conv.weight, [(c, 3 + c) for c in range(3)] + [(32 + c, c) for c in range(3)]
+              + [(12, 12), (32 + 12, 12)])
+        ident(up.resample[1].weight, rng3, bil)
+        up.resample[1].bias[12] = K
+        up = d.upsamples[11]                                           # upsample2d at 16 channels -> 8
+        ident(up.resample[1].weight, rng3, bil)
+        up.resample[1].bias[3] = K
+        d.head[0].gamma.fill_(s * K / 8 ** 0.5)
+        for c in range(3):
+            d.head[2].weight[c, c, -1, 1, 1] = 2.0 / s
+    return v
+
+
 def dit_state(m) -> dict:
     return {k: v.detach().to(torch.float16).contiguous() for k, v in m.state_dict().items()}
 
@@ -151,7 +236,7 @@ def random_clip(rng: np.random.Generator, frames: int, size: int):
     return make_clip(frames=frames, height=size, width=size, num_objects=int(rng.integers(1, 5)),
                      points_per_object=0, seed=int(rng.integers(2 ** 31)), identical=identical,
                      textureless=0.3, dots_per_object=int(rng.integers(1, 4)) if dots else 0,
-                     background_dots=int(rng.integers(0, 3)) if dots else 0)
+                     background_dots=int(rng.integers(0, 3)) if dots else 0, dot_radius=DOT_RADIUS)
 
 
 def clip_tensors(clip) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +292,11 @@ def cosine_lr(base: float, frac: float, warm: float = 0.03) -> float:
 
 def train_vae(run: Run) -> None:
     a, st = run.a, run.state
-    v = new_vae(a.vae_width)
+    if a.vae_kind == "analytic":
+        v = analytic_vae()
+        st["vae_s"] = 60.0 * a.vae_minutes
+    else:
+        v = new_vae(a.vae_width)
     opt = torch.optim.Adam(v.parameters(), lr=a.vae_lr)
     if "vae" in st:
         v.load_state_dict(st["vae"])
@@ -261,7 +350,9 @@ def train_vae(run: Run) -> None:
             mus = torch.cat([vae_moments(v, clip_tensors(random_clip(rng, a.frames, a.size))[0][None])[0]
                              for _ in range(24)])
         mean = mus.mean(dim=(0, 2, 3, 4))
-        std = mus.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+        std = mus.std(dim=(0, 2, 3, 4))
+        unused = std < 1e-4                                  # channels the analytic VAE leaves at 0
+        mean[unused], std[unused] = 0.0, 1.0
         fold_latent_stats(v, mean, std)
         st["vae"] = {k: t.detach().clone() for k, t in v.state_dict().items()}
         st.pop("vae_opt", None)
@@ -284,7 +375,7 @@ def save_vae(run: Run, v) -> str:
 
 
 def load_trained_vae(run: Run):
-    v = new_vae(run.a.vae_width)
+    v = new_vae(8 if run.a.vae_kind == "analytic" else run.a.vae_width)
     v.load_state_dict(run.state["vae"])
     v.eval()
     return v
@@ -440,6 +531,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=64, help="clip width = height, pixels")
     ap.add_argument("--frames", type=int, default=17, help="clip length for the DiT (4k+1)")
+    ap.add_argument("--vae-kind", choices=["trained", "analytic"], default="analytic",
+                    help="trained: learn the Wan VAE (phase 1); analytic: the hand-set cell-mean VAE (no phase 1)")
     ap.add_argument("--vae-width", type=int, default=8)
     ap.add_argument("--vae-batch", type=int, default=4)
     ap.add_argument("--vae-crop", type=int, default=32)
