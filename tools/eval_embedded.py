@@ -169,8 +169,11 @@ def propagation_jf(features: torch.Tensor, clip) -> float:
     from vdtrack.kernels.metrics_davis import evaluate_davis
     from vdtrack.kernels.propagation import propagate_label_map
 
-    _, labels = propagate_label_map(features.float(), clip.labels[0], n_context=8, radius=3, top_k=5,
-                                    temperature=0.1)
+    f = features.float()
+    grid = (clip.video.shape[1] // 4, clip.video.shape[2] // 4)
+    if tuple(f.shape[-2:]) != grid:          # our choice: every feature on the same 4 px grid (bilinear)
+        f = torch.nn.functional.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+    _, labels = propagate_label_map(f, clip.labels[0], n_context=8, radius=3, top_k=5, temperature=0.1)
     return float(evaluate_davis(labels, clip.labels)["J&F-Mean"])
 
 
@@ -238,8 +241,8 @@ def table(res: dict, header: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=os.path.join(ROOT, "models"), help="folder with diffusion_models/ and vae/")
-    ap.add_argument("--clips", type=int, default=4, help="held-out clips per set")
-    ap.add_argument("--points", type=int, default=4, help="ground-truth points per object")
+    ap.add_argument("--clips", type=int, default=3, help="held-out clips per set")
+    ap.add_argument("--points", type=int, default=3, help="ground-truth points per object")
     ap.add_argument("--seed-base", type=int, default=900000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="", help="write the table (markdown) here")
