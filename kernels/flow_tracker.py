@@ -34,6 +34,18 @@ def _gray_u8(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
+DIS_MIN_SIDE = 16   # OpenCV's DIS (preset MEDIUM) raises or crashes the process on frames with a side below this
+
+
+def check_flow_size(name: str, size: tuple[int, int], method: str) -> None:
+    """DIS needs frames of at least DIS_MIN_SIDE px on each side (measured with OpenCV 4.13: 15x40 frames crash
+    the process, 13x500 raise); Farneback works on small frames. Raises ValueError naming `name`."""
+    h, w = size
+    if method == "dis" and min(h, w) < DIS_MIN_SIDE:
+        raise ValueError(f"{name}: frames of {h}x{w} px are too small for DIS optical flow (at least "
+                         f"{DIS_MIN_SIDE} px on each side); use method 'farneback'")
+
+
 def _flow_fn(method: str):
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -47,6 +59,7 @@ def _flow_fn(method: str):
 def compute_flows(video, method: str = "dis", progress: Callable[[], None] | None = None):
     """Forward and backward flows between consecutive frames: two float32 arrays [T-1,H,W,2] (dx,dy px)."""
     flow = _flow_fn(method)
+    check_flow_size("video", tuple(video.shape[1:3]), method)
     frames = video.detach().cpu().float().numpy()
     grays = [_gray_u8(f) for f in frames]
     t_n, h, w = frames.shape[:3]

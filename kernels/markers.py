@@ -14,6 +14,8 @@ import torch
 from .checks import check_video
 from .datatypes import check_points
 
+MAX_ELEMENTS = 2 ** 24   # sub-samples tested at once (bool + float temporaries): bounds memory per pass
+
 
 def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], radius: float = 2.0,
                     supersample: int = 8) -> torch.Tensor:
@@ -26,8 +28,20 @@ def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], ra
     p = check_points("points", points, size, frames)
     dev = p.device
     half = int(math.ceil(float(radius))) + 1
-    offs = torch.arange(-half, half + 1, device=dev)
     s = int(supersample)
+    out = torch.zeros(frames * h * w, device=dev)
+    chunk = max(1, MAX_ELEMENTS // ((2 * half + 1) * s) ** 2)   # points per pass: bounded temporaries
+    for i in range(0, p.shape[0], chunk):
+        _paste_coverage(out, p[i:i + chunk], (h, w), float(radius), half, s)
+    return out.reshape(frames, h, w)
+
+
+def _paste_coverage(out: torch.Tensor, p: torch.Tensor, size: tuple[int, int], radius: float, half: int,
+                    s: int) -> None:
+    """Max the supersampled disk coverage of points p [n,3] into the flat [T*H*W] buffer `out`."""
+    h, w = size
+    dev = p.device
+    offs = torch.arange(-half, half + 1, device=dev)
     sub = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s - 0.5          # sub-sample offsets
     cx, cy = p[:, 1], p[:, 2]
     px = cx.round()[:, None] + offs[None, :]                                              # [N,P] pixel columns
@@ -39,9 +53,7 @@ def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], ra
     ok = (py[:, :, None] >= 0) & (py[:, :, None] < h) & (px[:, None, :] >= 0) & (px[:, None, :] < w)
     t = p[:, 0].long()[:, None, None].expand_as(cov)
     flat = (t * h + py.long()[:, :, None].clamp(0, h - 1)) * w + px.long()[:, None, :].clamp(0, w - 1)
-    out = torch.zeros(frames * h * w, device=dev)
     out.scatter_reduce_(0, flat[ok], cov[ok], reduce="amax")
-    return out.reshape(frames, h, w)
 
 
 def draw_markers(frames: torch.Tensor, points: torch.Tensor, color=(1.0, 0.0, 0.0), radius: float = 2.0,

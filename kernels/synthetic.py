@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -254,13 +254,15 @@ def _pick_visible(positions: np.ndarray, vis: np.ndarray, n: int):
 def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects: int = 3,
               points_per_object: int = 8, seed: int = 0, identical: bool = False, background_points: int = 0,
               rotation: bool = True, textureless: float = 0.0, dots_per_object: int = 0,
-              background_dots: int = 0, dot_radius: tuple = (1.2, 2.6)) -> SyntheticClip:
+              background_dots: int = 0, dot_radius: tuple = (1.2, 2.6),
+              check: Callable[[], None] | None = None) -> SyntheticClip:
     """Render a seeded synthetic clip with exact ground truth (see the module docstring).
 
     textureless: probability (0..1) that an object is one flat colour (the pair of identical objects counts as
     one draw). dots_per_object / background_dots: small dots (radius uniform in `dot_radius` px at 128 px, half
     pure red) fixed on each object's surface / on the panning background; `dot_coverage` of the result is their visible
-    coverage. Raises ValueError on out-of-range arguments."""
+    coverage. `check` (optional) is called between objects (an interrupt check). Raises ValueError on
+    out-of-range arguments."""
     frames, height, width = int(frames), int(height), int(width)
     if frames < 1:
         raise ValueError(f"frames: must be at least 1, got {frames}")
@@ -327,6 +329,8 @@ def make_clip(frames: int = 24, height: int = 128, width: int = 128, num_objects
     alphas = []
     hard = []
     for obj, dots in zip(objects, obj_dots):
+        if check is not None:
+            check()
         u, v = _to_local(obj, t, xs, ys)
         sd = _signed_distance(obj.shape, obj.half, u, v)
         a = torch.clamp(0.5 - sd, 0.0, 1.0)

@@ -15,6 +15,7 @@ from .color import hsv_to_rgb
 from .datatypes import check_tracks
 
 PIECE = 2.0   # max length (px) of one segment piece
+MAX_ELEMENTS = 2 ** 22   # primitives x patch pixels drawn at once: bounds the temporaries (~50 bytes each)
 
 
 def track_colors(n: int, device=None) -> torch.Tensor:
@@ -59,12 +60,18 @@ def _split(a: torch.Tensor, b: torch.Tensor, *extra: torch.Tensor):
     return (a[rep] + f0 * d, a[rep] + f1 * d) + tuple(e[rep] for e in extra)
 
 
-def _strongest(hw: int, idx: torch.Tensor, cov: torch.Tensor, owner: torch.Tensor, n_owners: int):
-    """Per pixel, the primitive with the largest coverage (ties -> larger owner id): (alpha [hw], owner [hw])."""
-    q = torch.round(cov * 4095).long()                    # 12-bit alpha, owner packed in the low digits
-    key = q * (n_owners + 1) + owner
-    best = torch.zeros(hw, dtype=torch.long, device=cov.device)
-    best.scatter_reduce_(0, idx.reshape(-1), key.reshape(-1), reduce="amax")
+def _strongest(hw: int, a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, owner: torch.Tensor, n_owners: int,
+               half_width: float, size, extent: int):
+    """Per pixel, the primitive (piece a->b [M,2], coverage x weight [M], owner id [M]) with the largest coverage
+    (ties -> larger owner id): (alpha [hw], owner [hw]). Primitives go in chunks of MAX_ELEMENTS patch pixels,
+    so memory is bounded whatever M (the per-pixel maximum does not depend on the chunking)."""
+    best = torch.zeros(hw, dtype=torch.long, device=a.device)
+    chunk = max(1, MAX_ELEMENTS // (2 * extent + 1) ** 2)
+    for s in range(0, a.shape[0], chunk):
+        idx, cov = _segment_coverage(a[s:s + chunk], b[s:s + chunk], half_width, size, extent)
+        q = torch.round(cov * weight[s:s + chunk, None] * 4095).long()   # 12-bit alpha, owner in the low digits
+        key = q * (n_owners + 1) + owner[s:s + chunk, None]
+        best.scatter_reduce_(0, idx.reshape(-1), key.reshape(-1), reduce="amax")
     return (best // (n_owners + 1)).float() / 4095, best % (n_owners + 1)
 
 
@@ -104,15 +111,14 @@ def draw_tracks(video, track_path, vis, radius: float = 3, trail: int = 8, color
                 a, b = path[s_frame - 1, n_idx], path[s_frame, n_idx]
                 fade = 0.85 * (1.0 - (t - s_frame).float() / trail)
                 a, b, fade, owner = _split(a, b, fade, n_idx)
-                idx, cov = _segment_coverage(a, b, hw_, (h, w), seg_extent)
-                alpha, who = _strongest(h * w, idx, cov * fade[:, None], owner[:, None].expand_as(idx) + 1, n)
+                alpha, who = _strongest(h * w, a, b, fade, owner + 1, n, hw_, (h, w), seg_extent)
                 frame = frame * (1 - alpha[:, None]) + cols_ext[who] * alpha[:, None]
         if radius > 0:
             n_vis = v[t].nonzero(as_tuple=True)[0]
             if n_vis.numel():
                 p = path[t, n_vis]
-                idx, cov = _segment_coverage(p, p, float(radius), (h, w), dot_extent)
-                alpha, who = _strongest(h * w, idx, cov, n_vis[:, None].expand_as(idx) + 1, n)
+                alpha, who = _strongest(h * w, p, p, torch.ones_like(p[:, 0]), n_vis + 1, n, float(radius), (h, w),
+                                        dot_extent)
                 frame = frame * (1 - alpha[:, None]) + cols_ext[who] * alpha[:, None]
         out[t] = frame.reshape(h, w, c)
         if progress is not None:
@@ -132,9 +138,12 @@ def tracks_to_mask(track_path, vis, size: tuple[int, int], radius: float) -> tor
     dev = path.device
     mask = torch.zeros(t_n * h * w, dtype=torch.float32, device=dev)
     t_idx, n_idx = v.nonzero(as_tuple=True)
-    if t_idx.numel():
-        p = path[t_idx, n_idx].float()
-        idx, cov = _segment_coverage(p, p, float(radius), (h, w), int(math.ceil(radius + 1.5)))
-        idx = idx + (t_idx * h * w)[:, None]
+    extent = int(math.ceil(radius + 1.5))
+    chunk = max(1, MAX_ELEMENTS // (2 * extent + 1) ** 2)     # bounded temporaries whatever the point count
+    for s in range(0, t_idx.numel(), chunk):
+        t_c = t_idx[s:s + chunk]
+        p = path[t_c, n_idx[s:s + chunk]].float()
+        idx, cov = _segment_coverage(p, p, float(radius), (h, w), extent)
+        idx = idx + (t_c * h * w)[:, None]
         mask.scatter_reduce_(0, idx.reshape(-1), cov.reshape(-1), reduce="amax")
     return mask.reshape(t_n, h, w)

@@ -10,6 +10,8 @@ import io as _io
 import json
 import os
 import re
+import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -23,14 +25,35 @@ ATI_SAMPLES = 121   # core WanTrackToVideo pads/truncates every track to this ma
 
 def _num(value, where: str, name: str = "points") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name}: {where}: expected a number, got {value!r}")
+        raise ValueError(f"{name}: {where}: expected a number, got {_clip(value)}")
     try:
         f = float(value)
-    except ValueError:
-        raise ValueError(f"{name}: {where}: expected a number, got {value!r}") from None
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name}: {where}: expected a finite number, got {_clip(value)}") from None
     if not np.isfinite(f):
-        raise ValueError(f"{name}: {where}: {value!r} is not a finite number")
+        raise ValueError(f"{name}: {where}: {_clip(value)} is not a finite number")
     return f
+
+
+def _clip(value, n: int = 40) -> str:
+    """repr of a value cut to n characters (a 400-digit number or a long string in an error message)."""
+    r = repr(value) if not isinstance(value, int) else str(value)
+    return r if len(r) <= n else f"{r[:n]}... ({len(r)} characters)"
+
+
+def _loads(text: str, name: str):
+    """json.loads with every failure as a ValueError naming the input: syntax, nesting too deep, numbers too
+    long for Python's int conversion. Python-style single quotes are accepted (KJNodes and core read them)."""
+    for attempt in (text, text.replace("'", '"')):
+        try:
+            return json.loads(attempt)
+        except json.JSONDecodeError as e:
+            err = f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        except RecursionError:
+            raise ValueError(f"{name}: the JSON is nested too deeply") from None
+        except ValueError as e:          # e.g. an integer with more digits than Python converts
+            raise ValueError(f"{name}: not valid JSON ({str(e)[:80]})") from None
+    raise ValueError(f"{name}: {err}")
 
 
 def _point_from_entry(entry, where: str) -> tuple[float, float, float]:
@@ -44,17 +67,11 @@ def _point_from_entry(entry, where: str) -> tuple[float, float, float]:
             raise ValueError(f"points: {where}: expected [x, y] or [x, y, t], got {len(entry)} values")
         t = _num(entry[2], where) if len(entry) == 3 else 0.0
         return t, _num(entry[0], where), _num(entry[1], where)
-    raise ValueError(f"points: {where}: expected {{\"x\":..,\"y\":..}} or [x, y], got {entry!r}")
+    raise ValueError(f"points: {where}: expected {{\"x\":..,\"y\":..}} or [x, y], got {_clip(entry)}")
 
 
 def _parse_json_points(text: str) -> list[tuple[float, float, float]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:   # KJNodes/older widgets sometimes emit Python-style single quotes (core reads them too)
-            data = json.loads(text.replace("'", '"'))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"points: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    data = _loads(text, "points")
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
@@ -157,47 +174,42 @@ def tracks_to_ati_json(track_path, track_visibility, num_samples: int = ATI_SAMP
     return json.dumps(tracks)
 
 
-def _load_track_list(text: str) -> list[list[dict]]:
+def _load_track_list(text: str, name: str = "tracks") -> list[list[dict]]:
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("tracks: the tracks text is empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = json.loads(text.replace("'", '"'))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"tracks: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        raise ValueError(f"{name}: the tracks text is empty")
+    data = _loads(text, name)
     if isinstance(data, list) and data and all(isinstance(d, str) for d in data):   # list of JSON strings
-        data = [_load_track_list(d) for d in data]
+        data = [_load_track_list(d, name) for d in data]
         data = [t for group in data for t in group]
     if not isinstance(data, list) or not data:
-        raise ValueError("tracks: expected a JSON list of tracks (each a list of {\"x\",\"y\"})")
+        raise ValueError(f"{name}: expected a JSON list of tracks (each a list of {{\"x\",\"y\"}})")
     if isinstance(data[0], dict):   # one track (KJNodes Spline Editor coord_str with one spline)
         data = [data]
     for i, tr in enumerate(data):
         if not isinstance(tr, list) or not tr:
-            raise ValueError(f"tracks: track {i} must be a non-empty list of {{\"x\",\"y\"}} points")
+            raise ValueError(f"{name}: track {i} must be a non-empty list of {{\"x\",\"y\"}} points")
         for j, p in enumerate(tr):
             if not isinstance(p, dict) or "x" not in p or "y" not in p:
-                raise ValueError(f"tracks: track {i} sample {j} must be {{\"x\":..,\"y\":..}}, got {p!r}")
+                raise ValueError(f"{name}: track {i} sample {j} must be {{\"x\":..,\"y\":..}}, got {_clip(p)}")
     return data
 
 
-def ati_json_to_tracks(text: str, frames: int, stretch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def ati_json_to_tracks(text: str, frames: int, stretch: bool = False,
+                       name: str = "tracks") -> tuple[torch.Tensor, torch.Tensor]:
     """ATI tracks JSON (or a KJNodes Spline Editor coord_str) -> (path float32 [frames,N,2], vis bool [frames,N]).
 
     Like core WanTrackToVideo, each track is padded/truncated to 121 samples spanning the clip; samples past a
     short track's end are invisible. `stretch=True` instead spreads a track of any length over the whole clip."""
     if int(frames) < 1:
         raise ValueError(f"frames: must be at least 1, got {frames}")
-    tracks = _load_track_list(text)
+    tracks = _load_track_list(text, name)
     n_samples = ATI_SAMPLES
     if stretch:
         n_samples = max(len(t) for t in tracks)
     vals = np.zeros((n_samples, len(tracks), 2), dtype=np.float64)
     valid = np.zeros((n_samples, len(tracks)), dtype=bool)
     for i, tr in enumerate(tracks):
-        pts = np.array([[_num(p["x"], f"track {i}", "tracks"), _num(p["y"], f"track {i}", "tracks")] for p in tr],
+        pts = np.array([[_num(p["x"], f"track {i}", name), _num(p["y"], f"track {i}", name)] for p in tr],
                        dtype=np.float64)
         if stretch and len(pts) != n_samples:
             pts, _ = _resample(pts[:, None], np.ones((len(pts), 1), dtype=bool), n_samples)
@@ -268,9 +280,10 @@ def save_tracks_json(path: str, track_path, vis, query_points=None, frame_size=N
     return path
 
 
-def save_tracks_csv(path: str, track_path, vis, query_points=None, frame_size=None) -> str:
+def save_tracks_csv(path: str, track_path, vis, query_points=None, frame_size=None, check=None) -> str:
     """Columns frame,track,x,y,visible (one row per frame and track). Query points and frame size go into
-    leading `#` comment lines (`# frame_size H W`, `# query track t x y`)."""
+    leading `#` comment lines (`# frame_size H W`, `# query track t x y`). `check` (optional) is called once
+    per frame (an interrupt check: a large file takes minutes)."""
     p, v = _as_np(track_path, vis)
     q = _query_np(query_points, p.shape[1])
     fs = _size_tuple(frame_size)
@@ -284,6 +297,8 @@ def save_tracks_csv(path: str, track_path, vis, query_points=None, frame_size=No
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["frame", "track", "x", "y", "visible"])
     for t in range(p.shape[0]):
+        if check is not None:
+            check()
         for n in range(p.shape[1]):
             w.writerow([t, n, _f32(p[t, n, 0]), _f32(p[t, n, 1]), int(v[t, n])])
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -301,35 +316,132 @@ def _tracks_dict(path: np.ndarray, vis: np.ndarray, query, frame_size) -> dict:
                        frame_size=frame_size)
 
 
+MAX_FILE_BYTES = 1 << 30           # an npz file (or one npz member, uncompressed) larger than this is refused
+MAX_TEXT_BYTES = 1 << 27           # JSON / CSV: parsed into Python objects, ~10x their size in memory
+MAX_TRACK_VALUES = 1 << 28         # frames x points (x,y) values: 2 GiB of float32 positions
+MAX_FRAMES = 1 << 20
+
+
+def _bad(path: str, problem: str) -> ValueError:
+    return ValueError(f"tracks file: {os.path.basename(path)}: {problem}")
+
+
+def _check_dims(path: str, frames: int, points: int) -> None:
+    if frames < 1 or points < 0:
+        raise _bad(path, f"needs at least one frame, got {frames} frames and {points} points")
+    if frames > MAX_FRAMES or frames * max(points, 1) * 2 > MAX_TRACK_VALUES:
+        raise _bad(path, f"{frames:,} frames x {points:,} points is more than this loader accepts "
+                         f"({MAX_TRACK_VALUES // 2:,} positions, {MAX_FRAMES:,} frames)")
+
+
+def _npz_member(z: zipfile.ZipFile, path: str, name: str) -> np.ndarray:
+    """One array of an npz (a zip of .npy files), read only after its header is checked: a known numeric dtype,
+    a shape within the limits and matching the member's real size (a header may claim 2e12 values; a zip bomb
+    declares a huge uncompressed size)."""
+    info = z.getinfo(name + ".npy")
+    if info.file_size > MAX_FILE_BYTES:
+        raise _bad(path, f"'{name}' unpacks to {info.file_size:,} bytes, more than {MAX_FILE_BYTES:,}")
+    with z.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise _bad(path, f"'{name}' has an unsupported .npy version {version}")
+        except ValueError as e:
+            if str(e).startswith("tracks file:"):
+                raise
+            raise _bad(path, f"'{name}' has a malformed .npy header") from None
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise _bad(path, f"'{name}' must hold numbers, got dtype {dtype}")
+        count = int(np.prod(shape, dtype=object))
+        if count * dtype.itemsize > info.file_size or count > 2 * MAX_TRACK_VALUES:
+            raise _bad(path, f"'{name}' claims shape {shape} ({count:,} values), more than the file holds")
+        data = f.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise _bad(path, f"'{name}' is truncated")
+    arr = np.frombuffer(data, dtype=dtype)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
 def _load_npz(path: str) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        if "tracks" not in z:
-            raise ValueError(f"tracks file: {os.path.basename(path)} has no 'tracks' array (TAP-Vid layout)")
-        tr = z["tracks"].astype(np.float32)
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise _bad(path, "not an npz archive") from None
+    with z:
+        names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
+        if "tracks" not in names:
+            raise _bad(path, "has no 'tracks' array (TAP-Vid layout)")
+        tr = _npz_member(z, path, "tracks").astype(np.float32)
         if tr.ndim != 3 or tr.shape[-1] != 2:
-            raise ValueError(f"tracks file: 'tracks' must be [N,T,2], got {tr.shape}")
-        if "visibles" in z:
-            vis = z["visibles"].astype(bool)
-        elif "occluded" in z:
-            vis = ~z["occluded"].astype(bool)
+            raise _bad(path, f"'tracks' must be [N,T,2], got {tr.shape}")
+        n, t = tr.shape[:2]
+        _check_dims(path, t, n)
+        if "visibles" in names:
+            vis = _npz_member(z, path, "visibles").astype(bool)
+        elif "occluded" in names:
+            vis = ~_npz_member(z, path, "occluded").astype(bool)
         else:
             vis = np.ones(tr.shape[:2], dtype=bool)
-        q = z["query_points"][:, [0, 2, 1]] if "query_points" in z else None
-        fs = tuple(z["frame_size"].tolist()) if "frame_size" in z else None
+        if vis.shape != (n, t):
+            raise _bad(path, f"visibility must be [N,T] = [{n},{t}], got {vis.shape}")
+        q = _npz_member(z, path, "query_points") if "query_points" in names else None
+        if q is not None:
+            if q.shape != (n, 3):
+                raise _bad(path, f"'query_points' must be [N,3] = [{n},3] as (t,y,x), got {q.shape}")
+            q = q[:, [0, 2, 1]]
+        fs = _frame_size(path, _npz_member(z, path, "frame_size").tolist()) if "frame_size" in names else None
     return _tracks_dict(tr.transpose(1, 0, 2), vis.T, q, fs)
+
+
+def _frame_size(path: str, value):
+    try:
+        fs = tuple(int(v) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad(path, f"'frame_size' must be (H, W), got {_clip(value)}") from None
+    if len(fs) != 2 or min(fs) < 1 or max(fs) > 1 << 20:
+        raise _bad(path, f"'frame_size' must be two positive sizes (H, W), got {_clip(value)}")
+    return fs
+
+
+def _array(path: str, key: str, value, dtype, shape: tuple | None = None) -> np.ndarray:
+    """A JSON list as an array of `dtype` with the expected shape; ragged or non-numeric lists are refused."""
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad(path, f"'{key}' must be a rectangular list of numbers") from None
+    if shape is not None and arr.shape != shape:
+        raise _bad(path, f"'{key}' must have shape {list(shape)}, got {list(arr.shape)}")
+    return arr
 
 
 def _load_json(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+        text = f.read()
+    doc = _loads(text, f"tracks file: {os.path.basename(path)}")
     if not isinstance(doc, dict) or "track_path" not in doc:
-        raise ValueError(f"tracks file: {os.path.basename(path)} is not a vdtrack tracks JSON "
-                         "(no 'track_path'); for ATI track strings use VDT ATI To Tracks")
-    p = np.asarray(doc["track_path"], dtype=np.float32)
+        raise _bad(path, "is not a vdtrack tracks JSON (no 'track_path'); for ATI track strings use "
+                         "VDT ATI To Tracks")
+    p = _array(path, "track_path", doc["track_path"], np.float32)
     if p.size == 0:
-        p = p.reshape(int(doc.get("frames", 0)), int(doc.get("points", 0)), 2)
-    vis = np.asarray(doc.get("track_visibility", np.ones(p.shape[:2], dtype=bool)), dtype=bool).reshape(p.shape[:2])
-    return _tracks_dict(p, vis, doc.get("query_points"), doc.get("frame_size"))
+        frames, points = doc.get("frames", 0), doc.get("points", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (frames, points)):
+            raise _bad(path, "'frames' and 'points' must be whole numbers")
+        _check_dims(path, frames, points)
+        p = p.reshape(frames, points, 2) if points == 0 else p
+    if p.ndim != 3 or p.shape[-1] != 2:
+        raise _bad(path, f"'track_path' must be [frames][points][2], got shape {list(p.shape)}")
+    _check_dims(path, p.shape[0], p.shape[1])
+    vis = doc.get("track_visibility")
+    vis = np.ones(p.shape[:2], dtype=bool) if vis is None else _array(path, "track_visibility", vis, bool,
+                                                                          p.shape[:2])
+    q = doc.get("query_points")
+    q = None if q is None else _array(path, "query_points", q, np.float32, (p.shape[1], 3))
+    fs = doc.get("frame_size")
+    return _tracks_dict(p, vis, q, None if fs is None else _frame_size(path, fs))
 
 
 def _load_csv(path: str) -> dict:
@@ -340,26 +452,37 @@ def _load_csv(path: str) -> dict:
     for line in lines:
         if line.startswith("#"):
             parts = line[1:].split()
-            if parts[:1] == ["frame_size"] and len(parts) == 3:
-                frame_size = (int(parts[1]), int(parts[2]))
-            elif parts[:1] == ["query"] and len(parts) == 5:
-                query[int(parts[1])] = [float(v) for v in parts[2:]]
+            try:
+                if parts[:1] == ["frame_size"] and len(parts) == 3:
+                    frame_size = _frame_size(path, parts[1:])
+                elif parts[:1] == ["query"] and len(parts) == 5:
+                    query[int(parts[1])] = [float(v) for v in parts[2:]]
+            except ValueError:
+                raise _bad(path, f"malformed comment line {_clip(line)}") from None
         elif line.strip():
             body.append(line)
     reader = csv.DictReader(body)
     need = {"frame", "track", "x", "y"}
     if reader.fieldnames is None or not need <= set(reader.fieldnames):
-        raise ValueError(f"tracks file: {os.path.basename(path)} needs columns frame,track,x,y[,visible]")
+        raise _bad(path, "needs columns frame,track,x,y[,visible]")
     for i, r in enumerate(reader):
         try:
-            rows.append((int(r["frame"]), int(r["track"]), float(r["x"]), float(r["y"]),
-                         bool(int(float(r.get("visible") or 1)))))
-        except (TypeError, ValueError):
-            raise ValueError(f"tracks file: row {i + 1} is malformed: {r}") from None
+            row = (int(r["frame"]), int(r["track"]), float(r["x"]), float(r["y"]),
+                   bool(int(float(r.get("visible") or 1))))
+        except (TypeError, ValueError, OverflowError):
+            raise _bad(path, f"row {i + 1} is malformed: {_clip(r, 80)}") from None
+        if row[0] < 0 or row[1] < 0:
+            raise _bad(path, f"row {i + 1}: frame and track must be >= 0, got {row[0]}, {row[1]}")
+        if not (np.isfinite(row[2]) and np.isfinite(row[3])):
+            raise _bad(path, f"row {i + 1}: x and y must be finite numbers")
+        rows.append(row)
     if not rows:
-        raise ValueError(f"tracks file: {os.path.basename(path)} has no rows")
+        raise _bad(path, "has no rows")
     t_n = max(r[0] for r in rows) + 1
     n_n = max(r[1] for r in rows) + 1
+    _check_dims(path, t_n, n_n)
+    if t_n * n_n > 4 * len(rows):     # a saved file has one row per frame and track: refuse sparse giants
+        raise _bad(path, f"rows name {t_n:,} frames x {n_n:,} tracks but there are only {len(rows):,} rows")
     p = np.zeros((t_n, n_n, 2), dtype=np.float32)
     vis = np.zeros((t_n, n_n), dtype=bool)
     for t, n, x, y, v in rows:
@@ -369,14 +492,16 @@ def _load_csv(path: str) -> dict:
     return _tracks_dict(p, vis, q, frame_size)
 
 
-def save_tracks(path: str, tracks: dict) -> str:
-    """Write a TRACKS dict; the format follows the extension (.npz, .json, .csv)."""
+def save_tracks(path: str, tracks: dict, check=None) -> str:
+    """Write a TRACKS dict; the format follows the extension (.npz, .json, .csv). `check` (optional): called
+    between frames of a CSV (an interrupt check)."""
     ext = os.path.splitext(path)[1].lower()
     writers = {".npz": save_tracks_npz, ".json": save_tracks_json, ".csv": save_tracks_csv}
     if ext not in writers:
         raise ValueError(f"format: unknown tracks file extension '{ext}' (use .npz, .json or .csv)")
     path_t, vis = check_tracks("tracks", tracks)
-    return writers[ext](path, path_t, vis, tracks.get("query_points"), tracks.get("frame_size"))
+    extra = {"check": check} if ext == ".csv" else {}
+    return writers[ext](path, path_t, vis, tracks.get("query_points"), tracks.get("frame_size"), **extra)
 
 
 def load_tracks(path: str) -> dict:
@@ -387,4 +512,13 @@ def load_tracks(path: str) -> dict:
     loaders = {".npz": _load_npz, ".json": _load_json, ".csv": _load_csv}
     if ext not in loaders:
         raise ValueError(f"tracks file: unknown extension '{ext}' (expected .npz, .json or .csv)")
-    return loaders[ext](path)
+    size, cap = os.path.getsize(path), MAX_FILE_BYTES if ext == ".npz" else MAX_TEXT_BYTES
+    if size > cap:
+        raise _bad(path, f"{size:,} bytes is more than the {cap:,} this loader reads from a {ext} file (save "
+                         "large tracks as npz)")
+    try:
+        return loaders[ext](path)
+    except UnicodeDecodeError as e:
+        raise _bad(path, f"is not UTF-8 text (byte {e.start})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise _bad(path, f"cannot be read ({type(e).__name__}: {str(e)[:80]})") from None

@@ -17,7 +17,7 @@ from comfy_api.latest import InputImpl, io
 from ..kernels.tracks_io import load_tracks, points_to_json
 from .common import Progress, Tracks, category, check_interrupt, output_path
 from .evaluation import VDT_DavisReport, VDT_TapVidReport, report_ui
-from .inputs import VdtNode
+from .inputs import VdtNode, optional_prefix_syntax
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 TRACK_SUFFIXES = (".tracks.npz", ".tracks.json", ".tracks.csv")   # ground truth beside NAME.mp4 (our choice)
@@ -170,6 +170,8 @@ def _mean(values: list[float]) -> float:
 
 
 class VDT_BatchReport(VdtNode):
+    TEXT_CHECKS = {"filename_prefix": optional_prefix_syntax}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -52,7 +52,13 @@ def check_interrupt() -> None:
 def output_path(name: str, subfolder_and_prefix: str, extension: str) -> tuple[str, str, str]:
     """A fresh file path strictly inside ComfyUI's output folder; rejects absolute paths and '..'.
     Returns (full_path, subfolder, filename)."""
-    prefix = (subfolder_and_prefix or "").strip().replace("\\", "/")
+    if not isinstance(subfolder_and_prefix, str):
+        raise ValueError(f"{name}: expected a text prefix, got {type(subfolder_and_prefix).__name__}")
+    prefix = subfolder_and_prefix.strip().replace("\\", "/")
+    if any(ord(c) < 32 for c in prefix):
+        raise ValueError(f"{name}: contains a control character (NUL, newline, ...); use a plain file name")
+    if len(prefix) > 200:
+        raise ValueError(f"{name}: {len(prefix)} characters is longer than the 200 allowed")
     if not prefix:
         raise ValueError(f"{name}: the filename prefix is empty")
     if prefix.startswith("/") or any(part == ".." for part in prefix.split("/")) or ":" in prefix:

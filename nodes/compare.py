@@ -12,7 +12,7 @@ from ..kernels.metrics_tapvid import evaluate_tracks
 from .common import Progress, Tracks, category, output_path
 from .evaluation import _frame_size
 from .timing import seconds_of
-from .inputs import VdtNode
+from .inputs import VdtNode, optional_prefix_syntax
 
 MAX_METHODS = 8
 COLUMNS = ("method", "AJ", "delta_avg", "OA", "seconds", "points", "frames")
@@ -80,6 +80,8 @@ def write_csv(prefix: str, rows: list[dict]) -> str:
 
 
 class VDT_CompareTrackers(VdtNode):
+    TEXT_CHECKS = {"filename_prefix": optional_prefix_syntax}
+
     @classmethod
     def define_schema(cls):
         optional = [Tracks.Input(f"tracks_{i}", optional=True,

@@ -5,13 +5,21 @@ from comfy_api.latest import io
 
 from ..kernels.synthetic import make_clip
 from ..kernels.tracks_io import points_to_json
-from .common import Tracks, category
+from .common import Tracks, category, check_interrupt
 from .inputs import VdtNode, seed_input
 
 VARIANTS = ["moving_objects", "identical_objects"]
 
 
 MAX_PIXELS = 2 ** 27   # e.g. 512 frames at 512x512
+MAX_BYTES = 4 * 2 ** 30   # peak memory this node may use (our choice)
+
+
+def clip_bytes(pixels: int, objects: int) -> int:
+    """Peak memory of make_clip plus this node's outputs, per pixel of the clip (counted from its tensors): RGB
+    and its sampling grids (~40 bytes), per object coordinates, distance, coverage and hit mask (~21 bytes,
+    two kept per object for the masks) and the [T,K,H,W] masks (4), labels int64 + float (12), union (4)."""
+    return int(pixels) * (64 + 25 * max(int(objects), 2))
 
 
 class VDT_SyntheticClip(VdtNode):
@@ -61,9 +69,14 @@ class VDT_SyntheticClip(VdtNode):
             # the clip, its masks and labels are held in memory as float tensors: fail clearly, not by OOM
             raise ValueError(f"frames: {frames} frames of {width}x{height} is {frames * width * height:,} pixels, "
                              f"more than the {MAX_PIXELS:,} this node generates; use fewer frames or a smaller size")
+        need = clip_bytes(frames * width * height, num_objects)
+        if need > MAX_BYTES:
+            raise ValueError(f"frames: {frames} frames of {width}x{height} with {num_objects} objects needs about "
+                             f"{need / 2 ** 30:.1f} GiB, more than the {MAX_BYTES / 2 ** 30:.0f} GiB this node "
+                             "uses; use fewer frames, a smaller size or fewer objects")
         clip = make_clip(frames=frames, height=height, width=width, num_objects=num_objects,
                          points_per_object=points_per_object, seed=seed, identical=variant == "identical_objects",
-                         background_points=background_points)
+                         background_points=background_points, check=check_interrupt)
         union = clip.masks.sum(dim=1).clamp(0, 1)
         query = points_to_json(clip.query_points) if clip.query_points.shape[0] else "[]"
         return io.NodeOutput(clip.video, clip.tracks(), union, clip.labels.float(), query)

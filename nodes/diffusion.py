@@ -94,6 +94,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                      Features.Output(display_name="key_features", tooltip=KEYS_OUTPUT_TOOLTIP)],
         )
 
+    TEXT_CHECKS = {"heads": lambda h: parse_int_list("heads", h)}
+
     @classmethod
     def execute(cls, model, vae, images, layer=18, kind="k", rope="after", noise_level=0.02, timestep=0,
                 heads="", window=0, overlap=0, seed=0, conditioning=None, clip_vision_output=None,

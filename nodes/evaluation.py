@@ -11,7 +11,7 @@ from ..kernels.checks import check_mask, check_tracks, check_video
 from ..kernels.metrics_davis import VOID_LABEL, evaluate_davis
 from ..kernels.metrics_tapvid import EVAL_SIZE, THRESHOLDS, evaluate_tracks
 from .common import Progress, Tracks, category, output_path
-from .inputs import VdtNode, filename_prefix_input, video_input
+from .inputs import VdtNode, filename_prefix_input, optional_prefix_syntax, video_input
 
 
 
@@ -95,6 +95,8 @@ class VDT_TapVidReport(VdtNode):
             ],
             is_output_node=True,
         )
+
+    TEXT_CHECKS = {"filename_prefix": optional_prefix_syntax}     # empty = do not save
 
     @classmethod
     def execute(cls, predicted_tracks, ground_truth_tracks, query_mode, images=None,
@@ -192,6 +194,8 @@ class VDT_DavisReport(VdtNode):
             ],
             is_output_node=True,
         )
+
+    TEXT_CHECKS = {"filename_prefix": optional_prefix_syntax}     # empty = do not save
 
     @classmethod
     def execute(cls, predicted_mask, ground_truth_mask, mask_kind, drop_first_last=True,

@@ -94,6 +94,9 @@ class VDT_SelectHeadsFrequencies(VdtNode):
             outputs=[Features.Output(display_name="features")],
         )
 
+    # head ids are checked against the features' head count when the node runs
+    TEXT_CHECKS = {"heads": lambda h: parse_heads(h, 1 << 16), "rope_dims": lambda d: parse_rope_dims(d)}
+
     @classmethod
     def execute(cls, features, heads, rope_dims, freq_low, freq_high, layout, spatial_lowpass) -> io.NodeOutput:
         start = now()

@@ -14,7 +14,7 @@ from ..kernels.head_search import RANK_KEYS, parse_float_list, search_heads, tab
 from ..kernels.heft_tracker import FB_MODES
 from .common import Backbone, Progress, Tracks, category, output_path
 from .features import parse_rope_dims
-from .inputs import VdtNode
+from .inputs import VdtNode, optional_prefix_syntax
 
 MAX_LAYERS = 64
 
@@ -62,6 +62,8 @@ def known_queries(path: torch.Tensor, vis: torch.Tensor, tracks: dict) -> tuple[
 
 
 class VDT_HeFTHeadSearch(VdtNode):
+    TEXT_CHECKS = {"rope_dims": lambda d: parse_rope_dims(d), "filename_prefix": optional_prefix_syntax}
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

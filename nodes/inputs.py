@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..kernels.checks import check_tracks, check_video
+from ..kernels.tracks_io import parse_points
 from .common import Tracks
 
 # ------------------------------------------------------------------------------------------- number checks
@@ -83,8 +85,16 @@ def number_limits(cls) -> dict[str, tuple[float | None, float | None, bool]]:
 def check_number_inputs(cls, values: dict) -> None:
     """Check each given Int/Float input value (None = not connected) against the node's schema."""
     for name, (lo, hi, integer) in number_limits(cls).items():
-        if values.get(name) is not None:
-            check_number(name, values[name], lo, hi, integer)
+        for v in _each(values.get(name)):
+            check_number(name, v, lo, hi, integer)
+
+
+def _each(value) -> list:
+    """The values of one input: [] when not connected (None), every element for a list input (a node with
+    is_input_list gets lists), else [value]."""
+    if value is None:
+        return []
+    return [v for v in value if v is not None] if isinstance(value, list) else [value]
 
 
 def _checked(func, owner):
@@ -108,16 +118,50 @@ def _checked(func, owner):
     return run
 
 
+def check_combo_inputs(cls, values: dict) -> None:
+    """Each given Combo input value must be one of the options the node's schema lists now (ComfyUI 0.3.75 does
+    not check V3 combo values; options of file lists change, so they are read fresh)."""
+    for inp in cls.define_schema().inputs:
+        if not isinstance(inp, io.Combo.Input) or inp.options is None:
+            continue
+        for v in _each(values.get(inp.id)):
+            if v not in inp.options:
+                shown = inp.options if len(inp.options) <= 12 else f"{len(inp.options)} options"
+                raise ValueError(f"{inp.id}: {str(v)[:60]!r} is not one of {shown}")
+
+
 class VdtNode(io.ComfyNode):
-    """Base of every vdtrack node: `execute` is wrapped so every Int/Float input is range- and finiteness-checked
-    against the node's own schema before it runs (ComfyUI checks widget values only). Subclasses write
-    `define_schema` and `execute` as for any V3 node."""
+    """Base of every vdtrack node.
+
+    - `execute` is wrapped so every Int/Float input is range- and finiteness-checked against the node's own schema
+      before it runs (ComfyUI checks widget values only, never linked ones).
+    - `validate_inputs` (run by ComfyUI before the graph runs, with None for linked inputs) checks the widget
+      values: numbers (range and finiteness: 'nan' passes ComfyUI's own check), combo values, and the text
+      inputs named in `TEXT_CHECKS` ({input: callable raising ValueError}), so a typo is reported before minutes
+      of feature extraction. The first problem is returned as the message, starting with the input's name.
+    Subclasses write `define_schema` and `execute` as for any V3 node, and optionally `TEXT_CHECKS`."""
+
+    TEXT_CHECKS: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("execute")
         if isinstance(own, classmethod) and not hasattr(own.__func__, "_vdt_owner"):
             cls.execute = classmethod(_checked(own.__func__, cls))
+
+    @classmethod
+    def validate_inputs(cls, **values) -> bool | str:
+        try:
+            check_number_inputs(cls, values)
+            check_combo_inputs(cls, values)
+        except ValueError as e:
+            return str(e)
+        for name, check in cls.TEXT_CHECKS.items():
+            for v in _each(values.get(name)):
+                msg = validate_texts(**{name: (v, check)})
+                if msg is not True:
+                    return msg
+        return True
 
 
 # ------------------------------------------------------------------------------------------- shared inputs
@@ -193,3 +237,86 @@ def features_and_keys(feats: dict, layer: int, kind: str) -> tuple[dict, dict]:
     if kind == QK:
         return feats[f"q{layer}"], feats[f"k{layer}"]
     return feats[f"{kind}{layer}"], feats[f"{kind}{layer}"]
+
+
+# ------------------------------------------------------------------------------------------- videos and tracks
+
+def rgb_video(name: str, images, min_frames: int = 1) -> torch.Tensor:
+    """IMAGE batch -> [T,H,W,3]: a 1-channel video is repeated to grey RGB, an alpha channel dropped (nodes that
+    draw or read colour need three channels; ComfyUI's IMAGE may carry 1 or 4)."""
+    v = check_video(name, images, min_frames=min_frames)
+    if v.shape[-1] == 1:
+        return v.expand(-1, -1, -1, 3)
+    return v[..., :3]
+
+
+def tracks_for_video(name: str, tracks, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRACKS drawn on / compared with `video` [T,H,W,C] -> (path [T,N,2] in the video's pixels, vis [T,N]).
+    The tracks must have the video's frame count; tracks computed on frames of another size (their
+    `frame_size`) are scaled onto the video's pixels (pixel centres on integers at both sizes)."""
+    path, vis = check_tracks(name, tracks, frames=video.shape[0])
+    fs = tracks.get("frame_size")
+    if fs is None:
+        return path, vis
+    try:
+        h0, w0 = (int(v) for v in (fs.tolist() if hasattr(fs, "tolist") else fs))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: 'frame_size' must be (H, W), got {fs!r}") from None
+    if h0 < 1 or w0 < 1:
+        raise ValueError(f"{name}: 'frame_size' must be positive, got {fs!r}")
+    h, w = video.shape[1], video.shape[2]
+    if (h0, w0) == (h, w):
+        return path, vis
+    scale = torch.tensor([w / w0, h / h0], dtype=path.dtype)
+    return (path + 0.5) * scale - 0.5, vis
+
+
+# ------------------------------------------------------------------------------------------- text inputs before the run
+
+def points_syntax(text) -> None:
+    """The points text parses (JSON or lines, finite numbers, whole query frames >= 0); frame size and count are
+    checked when the node runs (they come from the data). Raises ValueError naming 'points'."""
+    if not isinstance(text, str):
+        raise ValueError(f"points: expected text, got {type(text).__name__}")
+    big = 2 ** 31
+    parse_points(text, big, (big, big))
+
+
+def prefix_syntax(text) -> None:
+    """An output file name prefix: not empty, no control characters, absolute paths or '..'."""
+    if not isinstance(text, str):
+        raise ValueError(f"filename_prefix: expected text, got {type(text).__name__}")
+    p = text.strip().replace("\\", "/")
+    if not p:
+        raise ValueError("filename_prefix: is empty")
+    if any(ord(c) < 32 for c in p) or len(p) > 200:
+        raise ValueError("filename_prefix: contains a control character or is longer than 200 characters")
+    if p.startswith("/") or ":" in p or any(part == ".." for part in p.split("/")):
+        raise ValueError(f"filename_prefix: '{text[:60]}' must be a relative name inside the output folder")
+
+
+def validate_texts(**checks) -> bool | str:
+    """`validate_inputs` body: name=(value, check) for each text input; a value of None (a link, whose value is
+    known only when the graph runs) is skipped, as is '' where `check` is None-tolerant. Returns True or the
+    first error message (ComfyUI shows it on the node before anything runs)."""
+    for name, (value, check) in checks.items():
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValueError as e:
+            msg = str(e)
+            return msg if msg.startswith(f"{name}:") else f"{name}: {msg}"
+    return True
+
+
+def optional_prefix_syntax(text) -> None:
+    """As prefix_syntax, but empty means 'do not save'."""
+    if text:
+        prefix_syntax(text)
+
+
+def optional_points_syntax(text) -> None:
+    """As points_syntax, but empty is allowed (the node has another source of points)."""
+    if text:
+        points_syntax(text)

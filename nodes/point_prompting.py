@@ -6,15 +6,16 @@ import re
 import torch
 from comfy_api.latest import io
 
-from ..kernels.checks import check_video
-from ..kernels.datatypes import check_tracks, inside_frame, make_tracks
+from ..kernels.datatypes import inside_frame, make_tracks
 from ..kernels.color_rebalance import rebalance_colors
 from ..kernels.markers import draw_markers
 from ..kernels.red_tracker import track_red_markers
 from ..kernels.tracks_io import parse_points
 from .timing import now, stamp_tracks
 from .common import Progress, Tracks, category
-from .inputs import VdtNode, pixels_radius_input, points_input, tracks_input, video_input
+from .inputs import (VdtNode, optional_points_syntax, pixels_radius_input, points_input, points_syntax, rgb_video,
+                     tracks_for_video, tracks_input, video_input)
+
 FRAMES = ["query frame", "all frames"]
 
 
@@ -32,9 +33,10 @@ def parse_color(text: str) -> tuple[float, float, float]:
     raise ValueError(f"color: expected '#rrggbb' or 'r,g,b' with values 0..255, got {text!r}")
 
 
-def _visible_track_points(tracks, frames: int, size: tuple[int, int]) -> torch.Tensor:
-    """Every visible, in-frame position of TRACKS as marker points [M,3] (t,x,y)."""
-    path, vis = check_tracks("tracks", tracks, frames=frames)
+def _visible_track_points(tracks, video: torch.Tensor) -> torch.Tensor:
+    """Every visible, in-frame position of TRACKS (scaled to the video's pixels) as marker points [M,3] (t,x,y)."""
+    path, vis = tracks_for_video("tracks", tracks, video)
+    size = video.shape[1:3]
     tt, nn = vis.nonzero(as_tuple=True)
     xy = path[tt, nn]
     inside = inside_frame(xy, size)
@@ -69,13 +71,15 @@ class VDT_DrawMarkers(VdtNode):
             outputs=[io.Image.Output("marked", display_name="images", tooltip="The marked video.")],
         )
 
+    TEXT_CHECKS = {"points": optional_points_syntax, "color": lambda c: parse_color(c)}   # points: or tracks
+
     @classmethod
     def execute(cls, images, points, color="#ff0000", radius=2.0, frames="query frame",
                 tracks=None) -> io.NodeOutput:
-        v = check_video("images", images)
+        v = rgb_video("images", images)
         t, h, w = v.shape[:3]
         if tracks is not None:
-            q = _visible_track_points(tracks, t, (h, w))
+            q = _visible_track_points(tracks, v)
         else:
             q = parse_points(points, t, (h, w))
         if tracks is None and frames == "all frames":
@@ -108,7 +112,7 @@ class VDT_RebalanceColors(VdtNode):
 
     @classmethod
     def execute(cls, images, strength=0.8, hue_width=20.0) -> io.NodeOutput:
-        return io.NodeOutput(rebalance_colors(check_video("images", images), float(strength), float(hue_width)))
+        return io.NodeOutput(rebalance_colors(rgb_video("images", images), float(strength), float(hue_width)))
 
 
 class VDT_TrackRedMarkers(VdtNode):
@@ -145,11 +149,13 @@ class VDT_TrackRedMarkers(VdtNode):
                                    tooltip="One track per point with visibility = marker found.")],
         )
 
+    TEXT_CHECKS = {"points": points_syntax}
+
     @classmethod
     def execute(cls, images, points, radius=20.0, growth=1.5, centroid_radius=6.0, h_low=10.0, h_high=170.0,
                 s_min=120.0, v_min=70.0) -> io.NodeOutput:
         t0 = now()
-        v = check_video("images", images)
+        v = rgb_video("images", images)
         t, h, w = v.shape[:3]
         q = parse_points(points, t, (h, w))
         start = int(q[:, 0].min())

@@ -15,7 +15,7 @@ from ..kernels.datatypes import make_tracks
 from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks, category
 from .point_prompting import parse_color
-from .inputs import VdtNode, points_input
+from .inputs import VdtNode, points_input, points_syntax
 from .timing import now, stamp_tracks
 
 CLIPS = ["first generation", "all generations"]
@@ -23,6 +23,8 @@ CLIPS_LIMIT_BYTES = 4 << 30      # "all generations" refused above this (float32
 
 
 class VDT_PointPromptingTracker(VdtNode):
+    TEXT_CHECKS = {"points": points_syntax, "marker_color": lambda c: parse_color(c)}
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -10,7 +10,7 @@ from ..kernels.keypoint_propagation import propagate_keypoints
 from ..kernels.propagation import propagate_label_map
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
-from .inputs import VdtNode, cells_radius_input, points_input, video_input
+from .inputs import VdtNode, cells_radius_input, points_input, points_syntax, video_input
 
 MASK_KINDS = ["binary", "label map", "object per batch entry"]
 # DAVIS palette for objects 1.. (background is not tinted)
@@ -149,6 +149,8 @@ class VDT_PropagateKeypoints(VdtNode):
                                    tooltip="One track per keypoint; a lost keypoint is not visible and keeps its "
                                            "last position.")],
         )
+
+    TEXT_CHECKS = {"points": points_syntax}
 
     @classmethod
     def execute(cls, features, points, n_context, radius, top_k, temperature, sigma=0.5) -> io.NodeOutput:

@@ -7,16 +7,16 @@ import comfy.model_management
 import torch
 from comfy_api.latest import io
 
-from ..kernels.checks import check_video
 from ..kernels.datatypes import check_features, make_tracks
 from ..kernels.difftrack import track_difftrack
-from ..kernels.flow_tracker import track_with_flow
+from ..kernels.flow_tracker import check_flow_size, track_with_flow
 from ..kernels.heft_tracker import FB_MODE_ALIASES, track_heft
 from ..kernels.heft_tracker import FB_MODES as HEFT_FB_MODES
 from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
-from .inputs import VdtNode, cells_radius_input, pixels_radius_input, points_input, video_input
+from .inputs import (VdtNode, cells_radius_input, pixels_radius_input, points_input, points_syntax, rgb_video,
+                     video_input)
 from .timing import now, stamp_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
@@ -171,6 +171,8 @@ class VDT_TrackNearestNeighbour(VdtNode):
             outputs=[Tracks.Output(display_name="tracks")],
         )
 
+    TEXT_CHECKS = {"points": points_syntax}
+
     @classmethod
     def execute(cls, features, points, threshold=0.6, refine_radius=0, refine_temperature=0.05) -> io.NodeOutput:
         return io.NodeOutput(run_nearest_neighbour(features, points, threshold, refine_radius, refine_temperature))
@@ -192,6 +194,8 @@ class VDT_TrackHeFT(VdtNode):
             ],
             outputs=[Tracks.Output(display_name="tracks")],
         )
+
+    TEXT_CHECKS = {"points": points_syntax}
 
     @classmethod
     def execute(cls, features, points, argmax_radius=17.0, search_radius=42.0, vis_threshold=18.0, ema_alpha=0.05,
@@ -219,6 +223,8 @@ class VDT_TrackDiffTrack(VdtNode):
             ],
             outputs=[Tracks.Output(display_name="tracks")],
         )
+
+    TEXT_CHECKS = {"points": points_syntax}
 
     @classmethod
     def execute(cls, features, points, scale="heads", key_features=None) -> io.NodeOutput:
@@ -253,6 +259,8 @@ class VDT_TrackPoints(VdtNode):
             ],
             outputs=[Tracks.Output(display_name="tracks")],
         )
+
+    TEXT_CHECKS = {"points": points_syntax}
 
     @classmethod
     def execute(cls, features, points, method, nn_threshold=0.6, nn_refine_radius=0, nn_refine_temperature=0.05,
@@ -291,13 +299,16 @@ class VDT_FlowTracker(VdtNode):
             outputs=[Tracks.Output(display_name="tracks")],
         )
 
+    TEXT_CHECKS = {"points": points_syntax}
+
     @classmethod
     def execute(cls, images, points, method="dis", fb_threshold=1.5) -> io.NodeOutput:
         start = now()
-        video = check_video("images", images, min_frames=1)
+        video = rgb_video("images", images)
         t_n, h, w = video.shape[:3]
+        check_flow_size("images", (h, w), _choice("method", method, FLOW_METHODS))
         query = parse_points(points, t_n, (h, w))
-        path, vis = track_with_flow(video, query, method=_choice("method", method, FLOW_METHODS),
+        path, vis = track_with_flow(video, query, method=method,
                                     fb_threshold=fb_threshold, progress=Progress(max(t_n - 1, 1)))
         return io.NodeOutput(stamp_tracks(make_tracks(path, vis, query_points=query, frame_size=(h, w)), start))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import folder_paths
 from comfy_api.latest import io, ui
@@ -11,11 +12,13 @@ from ..kernels.datatypes import check_tracks, make_tracks
 from ..kernels.track_draw import tracks_to_mask
 from ..kernels.tracks_io import (ATI_SAMPLES, ati_json_to_tracks, load_tracks, parse_points, points_to_json,
                                  save_tracks, tracks_to_ati_json)
-from .common import Tracks, category, output_path
-from .inputs import VdtNode, filename_prefix_input, points_input, pixels_radius_input, tracks_input, video_input
+from .common import Tracks, category, check_interrupt, output_path
+from .inputs import (VdtNode, filename_prefix_input, pixels_radius_input, points_input, points_syntax, prefix_syntax,
+                     tracks_for_video, tracks_input, video_input)
 
 TRACK_EXTENSIONS = (".npz", ".json", ".csv")
 USE_PATH = "(use path)"
+MAX_ATI_SAMPLES = 2 ** 24   # tracks x samples in one ATI string (~0.5 GiB of JSON); our choice
 
 
 class VDT_PointsFromString(VdtNode):
@@ -37,6 +40,8 @@ class VDT_PointsFromString(VdtNode):
                 io.Int.Output(display_name="count"),
             ],
         )
+
+    TEXT_CHECKS = {"points": points_syntax}
 
     @classmethod
     def execute(cls, points, images) -> io.NodeOutput:
@@ -65,29 +70,51 @@ class VDT_SaveTracks(VdtNode):
             is_output_node=True,
         )
 
+    TEXT_CHECKS = {"filename_prefix": prefix_syntax}
+
     @classmethod
     def execute(cls, tracks, format, filename_prefix) -> io.NodeOutput:
         if format not in ("npz", "json", "csv"):
             raise ValueError(f"format: expected npz, json or csv, got {format!r}")
         check_tracks("tracks", tracks)
         full, subfolder, file = output_path("filename_prefix", filename_prefix, format)
-        save_tracks(full, tracks)
+        save_tracks(full, tracks, check=check_interrupt)
         rel = f"{subfolder}/{file}" if subfolder else file
         return io.NodeOutput(full, ui=ui.PreviewText(f"saved {rel} (output folder)"))
 
 
+MAX_LISTED = 2000           # files the combo lists; more are reachable through the path text
+LIST_DEPTH = 3              # folder levels searched below the input and output folders
+LIST_TTL_S = 10.0           # a listing is reused this long: /object_info and every prompt validation build the
+_listing: dict = {}         # schema, and must not walk whole folder trees each time (our choice)
+
+
 def _track_files() -> list[str]:
-    """Track files under the input folder (plain names) and the output folder ("name [output]")."""
+    """Track files under the input folder (plain names) and the output folder ("name [output]"): at most
+    MAX_LISTED, LIST_DEPTH folder levels deep, hidden folders skipped, the listing reused for LIST_TTL_S."""
+    roots = ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), " [output]"))
+    key = tuple(r for r, _ in roots)
+    cached = _listing.get(key)
+    if cached is not None and time.monotonic() - cached[0] < LIST_TTL_S:
+        return cached[1]
     found = []
-    for root, tag in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), " [output]")):
+    for root, tag in roots:
         if not os.path.isdir(root):
             continue
-        for dirpath, _, files in os.walk(root):
+        base_depth = root.rstrip(os.sep).count(os.sep)
+        for dirpath, dirs, files in os.walk(root):
+            if dirpath.count(os.sep) - base_depth >= LIST_DEPTH:
+                dirs[:] = []
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for f in files:
-                if f.lower().endswith(TRACK_EXTENSIONS):
+                if f.lower().endswith(TRACK_EXTENSIONS) and len(found) < MAX_LISTED:
                     rel = os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
                     found.append(rel + tag)
-    return sorted(found)
+            if len(found) >= MAX_LISTED:
+                break
+    found = sorted(found)
+    _listing[key] = (time.monotonic(), found)
+    return found
 
 
 def _inside(path: str, root: str) -> bool:
@@ -98,9 +125,13 @@ def _inside(path: str, root: str) -> bool:
 def resolve_track_file(name: str) -> str:
     """'rel/path.npz' (input folder, else output folder) or 'rel/path.npz [output]' / '[input]' -> a real path
     strictly inside ComfyUI's input or output folder."""
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"path: expected a file name, got {type(name).__name__} {str(name)[:40]!r}")
     name = (name or "").strip()
     if not name:
         raise ValueError("path: no tracks file given (pick a file or type a path)")
+    if any(ord(c) < 32 for c in name) or len(name) > 1024:
+        raise ValueError("path: not a file name (control characters or longer than 1024 characters)")
     roots = {"input": folder_paths.get_input_directory(), "output": folder_paths.get_output_directory()}
     order = ["input", "output"]
     for tag in ("input", "output"):
@@ -178,6 +209,11 @@ class VDT_TracksToATI(VdtNode):
     @classmethod
     def execute(cls, tracks, num_samples=ATI_SAMPLES) -> io.NodeOutput:
         path, vis = check_tracks("tracks", tracks)
+        samples = path.shape[1] * int(num_samples)
+        if samples > MAX_ATI_SAMPLES:     # ~30 bytes of JSON text per sample, several copies while building it
+            raise ValueError(f"num_samples: {path.shape[1]:,} tracks x {num_samples:,} samples is {samples:,} "
+                             f"samples (about {samples * 30 / 2 ** 30:.1f} GiB of text), more than the "
+                             f"{MAX_ATI_SAMPLES:,} this node writes; use fewer samples or fewer tracks")
         return io.NodeOutput(tracks_to_ati_json(path, vis, num_samples))
 
 
@@ -201,9 +237,11 @@ class VDT_ATIToTracks(VdtNode):
             outputs=[Tracks.Output(display_name="tracks")],
         )
 
+    TEXT_CHECKS = {"tracks_json": lambda text: ati_json_to_tracks(text, 2, name="tracks_json")}
+
     @classmethod
     def execute(cls, tracks_json, frames, stretch=False) -> io.NodeOutput:
-        path, vis = ati_json_to_tracks(tracks_json, frames, stretch=stretch)
+        path, vis = ati_json_to_tracks(tracks_json, frames, stretch=stretch, name="tracks_json")
         return io.NodeOutput(make_tracks(path, vis))
 
 
@@ -226,7 +264,7 @@ class VDT_TracksToMask(VdtNode):
     @classmethod
     def execute(cls, tracks, images, radius) -> io.NodeOutput:
         video = check_video("images", images)
-        path, vis = check_tracks("tracks", tracks)
+        path, vis = tracks_for_video("tracks", tracks, video)
         return io.NodeOutput(tracks_to_mask(path, vis, (video.shape[1], video.shape[2]), radius))
 
 

@@ -11,27 +11,13 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.checks import check_tracks, check_video
 from ..kernels.track_draw import draw_tracks
 from .common import Progress, category
-from .inputs import VdtNode, pixels_radius_input, tracks_input, video_input
+from .inputs import VdtNode, pixels_radius_input, rgb_video, tracks_for_video, tracks_input, video_input
 
 # (encoder, container) in order of preference: the first the installed PyAV has. Browsers play h264 mp4 and
 # vp9 webm; mpeg4 part 2 is a last resort (downloadable but not every browser previews it).
 CODECS = (("libx264", "mp4"), ("h264", "mp4"), ("libvpx-vp9", "webm"), ("mpeg4", "mp4"))
-
-
-def _rescale_to_video(tracks: dict, path: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Tracks computed on frames of another size (frame_size) are mapped onto the video's pixels."""
-    fs = tracks.get("frame_size")
-    if fs is None:
-        return path
-    h0, w0 = (int(v) for v in (fs.tolist() if hasattr(fs, "tolist") else fs))
-    h, w = size
-    if (h0, w0) == (h, w):
-        return path
-    scale = torch.tensor([w / w0, h / h0], dtype=path.dtype)
-    return (path + 0.5) * scale - 0.5   # pixel centres on integers at both sizes
 
 
 def write_preview_video(frames: torch.Tensor, fps: float, prefix: str = "vdt_tracks") -> ui.SavedResult:
@@ -90,9 +76,8 @@ class VDT_VisualizeTracks(VdtNode):
 
     @classmethod
     def execute(cls, images, tracks, radius, trail, fps=16.0) -> io.NodeOutput:
-        video = check_video("images", images)
-        path, vis = check_tracks("tracks", tracks, frames=video.shape[0])
-        path = _rescale_to_video(tracks, path, (video.shape[1], video.shape[2]))
+        video = rgb_video("images", images)
+        path, vis = tracks_for_video("tracks", tracks, video)
         out = draw_tracks(video, path, vis, radius=radius, trail=trail, progress=Progress(video.shape[0]))
         return io.NodeOutput(out, ui=ui.PreviewVideo([write_preview_video(out, fps)]))
 
