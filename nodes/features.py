@@ -5,7 +5,7 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels.datatypes import check_features, make_features
-from ..kernels.feature_select import LAYOUTS, head_positions, select_heads_frequencies
+from ..kernels.feature_select import LAYOUTS, head_positions, parse_heads, select_heads_frequencies
 from ..kernels.feature_select import spatial_lowpass as lowpass_maps
 from ..kernels.fusion import fuse_feature_dicts
 from ..kernels.pixel_features import patch_features
