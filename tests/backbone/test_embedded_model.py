@@ -26,6 +26,16 @@ def _have_models() -> bool:
 pytestmark = pytest.mark.skipif(not _have_models(), reason="the embedded model files are not in models/")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The pinned values were measured with one torch thread; run them the same way (float sums differ by thread
+    count, and the red tracker's thresholds can turn such differences into different pixels)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def clip_and_queries():
     clip = ev.held_out_clips("normal", 1, 3, SEED_BASE)[0]
