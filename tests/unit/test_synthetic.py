@@ -1,7 +1,6 @@
 """Synthetic clips: determinism, shapes, and ground truth that agrees with the rendered pixels."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -115,21 +114,12 @@ def test_identical_objects_cross_and_look_alike():
     assert (other - mean_a).abs().max() > 0.05
 
 
-def test_errors_and_speed():
+def test_errors_and_size():
+    """Bad sizes are refused; a larger clip has the asked shape. (Speed is for benchmarks, not tests: a test must
+    not depend on how busy the machine is.)"""
     with pytest.raises(ValueError, match="frames"):
         make_clip(frames=0)
     with pytest.raises(ValueError, match="size"):
         make_clip(height=8)
-    def best_time(n, **kw):   # best of n: the machine may be busy with other work
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            clip = make_clip(**kw)
-            times.append(time.perf_counter() - t0)
-        return min(times), clip
-
-    make_clip(frames=2, height=32, width=32)                # warm-up
-    assert best_time(3, frames=24, height=128, width=128)[0] < 1.0          # ~0.1 s measured
-    seconds, big = best_time(2, frames=48, height=256, width=256)
-    assert seconds < 8.0                                                    # ~2.4 s measured
+    big = make_clip(frames=48, height=256, width=256)
     assert big.video.shape == (48, 256, 256, 3)

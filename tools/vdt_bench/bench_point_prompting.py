@@ -104,7 +104,8 @@ def query_grid(k: int, height: int, width: int):
 
 def run_point_prompting_bench(device: str = "cpu", full: bool = False, points_per_call: int = 4,
                               dtype: str = "fp32", compile: bool = False, steps: int = 50,
-                              noise_level: float = 0.5, refine: bool = True, mode: str = "batched") -> dict:
+                              noise_level: float = 0.5, refine: bool = True, mode: str = "batched",
+                              compile_backend: str = "inductor") -> dict:
     """Time one Point Prompting call of `points_per_call` points (one sampler batch) after a warm-up.
     Returns {"s_per_point", "seconds", "peak_gb", "points", "sampler_calls", "device", ...}."""
     comfyui = COMFYUI_DIR
@@ -119,7 +120,7 @@ def run_point_prompting_bench(device: str = "cpu", full: bool = False, points_pe
     model, vae = build_full_i2v(torch_dtype) if full else build_tiny_i2v(torch_dtype)
     if compile:
         from comfy_api.torch_helpers import set_torch_compile_wrapper
-        set_torch_compile_wrapper(model, backend="inductor")
+        set_torch_compile_wrapper(model, backend=compile_backend)
     bb = backbone_from_model(model, vae)
     encode = (lambda image: _ClipVisionOutput(image.device)) if bb.uses_clip else None
     g = torch.Generator().manual_seed(0)
