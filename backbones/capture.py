@@ -6,7 +6,10 @@ Installed on a `ModelPatcher.clone()` only (the shared model and its module are 
   raises `StopForward` so the rest of the network is skipped.
 - `transformer_options["optimized_attention_override"]` sees every attention call with the q/k the
   kernel receives: in Wan that is after QK-norm and after RoPE. The first call inside a block is its
-  self-attention. "Before RoPE" q/k are recovered exactly by applying the inverse rotation (RoPE is an
+  self-attention. That order is ComfyUI's (self- before cross-attention in WanAttentionBlock.forward), so it is
+  checked on every capture: the q and k taken must have as many tokens as the block's video input, else a
+  RuntimeError says ComfyUI's block internals changed (instead of silently capturing the cross-attention).
+  "Before RoPE" q/k are recovered exactly by applying the inverse rotation (RoPE is an
   orthogonal 2x2 rotation per channel pair), using the rotary table the block received.
 Patches already present on the model (other packs) are chained, not replaced.
 """
@@ -45,6 +48,7 @@ class DitCapture:
         self._layer: Optional[int] = None
         self._attn_calls = 0
         self._pe = None
+        self._tokens: Optional[int] = None      # video tokens of the running block (None: not known)
         self.deepest = max(spec.layers)
         self._wants_qk = any(k in spec.kinds for k in ("q", "k"))
 
@@ -63,10 +67,11 @@ class DitCapture:
         def patch(args, extra):
             self.blocks_run.append(i)
             self._layer, self._attn_calls, self._pe = i, 0, args.get("pe")
+            self._tokens = int(args["img"].shape[1])
             try:
                 out = previous(args, extra) if previous is not None else extra["original_block"](args)
             finally:
-                self._layer, self._pe = None, None
+                self._layer, self._pe, self._tokens = None, None, None
             if "block" in self.spec.kinds:
                 self._put(f"block{i}", out["img"])
             if self.stop_early and i == self.deepest:
@@ -90,8 +95,20 @@ class DitCapture:
         return override
 
     # ---------------------------------------------------------------- storage
+    def _check_self_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, token_axis: int) -> None:
+        """The attention call taken as block `layer`'s self-attention must attend video tokens to video tokens."""
+        if self._tokens is None:
+            return
+        got = (int(q.shape[token_axis]), int(k.shape[token_axis]))
+        if got != (self._tokens, self._tokens):
+            raise RuntimeError(
+                f"capture: the attention call taken as block {layer}'s self-attention has q/k with {got[0]}/{got[1]} "
+                f"tokens, expected the block's {self._tokens} video tokens; ComfyUI's block internals changed "
+                f"order, so this capture would read the wrong tensor (update backbones/capture.py)")
+
     def _take_qk(self, layer: int, q: torch.Tensor, k: torch.Tensor, kwargs: dict) -> None:
         heads = kwargs.get("heads", self.num_heads)
+        self._check_self_attention(layer, q, k, 2 if kwargs.get("skip_reshape", False) else 1)
         for kind, t in (("q", q), ("k", k)):
             if kind not in self.spec.kinds:
                 continue

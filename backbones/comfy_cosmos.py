@@ -2,8 +2,9 @@
 
 Covers what ComfyUI 0.3.75 loads as `model_base.CosmosPredict2` with a `MiniTrainDIT`: Video2World
 (`CosmosI2VPredict2`, 17 input channels = latent + condition mask) and Text2Image (`CosmosT2IPredict2`, 16;
-features only). Cosmos-Predict2 shares the Wan 2.1 VAE and latent format, so VAE handling, windows, token
-grids and the feature loop are the Wan adapter's (this class derives from it); what differs is below.
+features only). Cosmos-Predict2 shares the Wan 2.1 VAE and latent format; VAE handling, windows, token
+grids and the feature loop are native_dit.NativeDiTBackbone's (the base it shares with the Wan adapter); what
+is Cosmos' own is below.
 
 Schedule (ComfyUI's FLOW_COSMOS = ModelSamplingCosmosRFlow + COSMOS_RFLOW): the sampler's sigma is EDM-like,
 log-linear in level between sigma_min 0.002 and sigma_max 80 (percent_to_sigma), the sampler carries
@@ -14,7 +15,8 @@ x0 + sigma*eps and the DiT sees it divided by (1 + sigma), i.e. the rectified-fl
 Capture (capture.py's DitCapture, installed on model.clone() only): predict2.py has no patches_replace, so
 - q/k: `transformer_options["optimized_attention_override"]` sees every attention call; each block calls
   self-attention then cross-attention, so call 2i of a forward pass is block i's self-attention (its q/k
-  come after QK-norm and after RoPE, in the [b, heads, tokens, d] layout). A DIFFUSION_MODEL wrapper resets
+  come after QK-norm and after RoPE, in the [b, heads, tokens, d] layout). The token count of the q/k taken is
+  checked against the video tokens (a RuntimeError if predict2.py ever changes that order). A DIFFUSION_MODEL wrapper resets
   the count per forward. "before" RoPE inverts Cosmos' half-split rotation with the DiT's own rotary table.
 - block outputs: the DIFFUSION_MODEL wrapper registers forward hooks on the requested blocks for the
   duration of that one call and removes them in `finally` (no ComfyUI patch point exists for them).
@@ -23,8 +25,8 @@ Conditioning: the empty prompt is an all-zero T5 context [1, 8, 1024]
 (equal to 512 zero tokens); no image conditioning by default
 (condition mask all zeros, as HeFT). Video2World image conditioning is ComfyUI's: `concat_mask` (0 on the
 known latent frame) sets the mask channel and the zero timestep of that frame; the known frame's clean
-latent is written into the DiT input per CFG branch (transformer_options["cond_or_uncond"]) by the Wan adapter's
-DIFFUSION_MODEL wrapper (comfy_wan.install_first_frames, shared with Wan 2.2 TI2V), so the positive and negative
+latent is written into the DiT input per CFG branch (transformer_options["cond_or_uncond"]) by the shared
+DIFFUSION_MODEL wrapper (native_common.install_first_frames, also used for Wan 2.2 TI2V), so the positive and negative
 branches can see different first frames.
 """
 from __future__ import annotations
@@ -39,8 +41,9 @@ import comfy.patcher_extension
 
 from . import schedules
 from .capture import DitCapture, StopForward
-from .comfy_wan import WRAPPER_KEY, ComfyWanBackbone, sdedit_sigmas
-from .protocol import FeatureSpec, ImageCond, check_level
+from .native_common import WRAPPER_KEY, sdedit_sigmas
+from .native_dit import NativeDiTBackbone
+from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level
 
 # An all-zero context gives zero cross-attention keys/values (bias-free projections, RMSNorm(0) = 0), so the
 # cross-attention output is 0 whatever its length: 8 zero tokens equal 512 (tested) at 1/64 of the cost.
@@ -91,10 +94,11 @@ class CosmosCapture(DitCapture):
     def _wrapper(self, executor, x, timesteps, context, fps=None, padding_mask=None, **kwargs):
         dm = executor.class_obj
         self._calls, self._layer, self._freqs = 0, None, None
+        b, _, t, h, w = x.shape
+        grid = (t // dm.patch_temporal, h // dm.patch_spatial, w // dm.patch_spatial)
+        self._tokens = grid[0] * grid[1] * grid[2]            # video tokens: what self-attention must see
         if self.rope == "before" and self._wants_qk:
-            b, _, t, h, w = x.shape
-            shape = torch.Size((b, t // dm.patch_temporal, h // dm.patch_spatial, w // dm.patch_spatial,
-                                dm.model_channels))
+            shape = torch.Size((b,) + grid + (dm.model_channels,))
             self._freqs = dm.pos_embedder.generate_embeddings(shape, fps=fps, device=x.device)
         hooks = []
         try:
@@ -105,7 +109,7 @@ class CosmosCapture(DitCapture):
         finally:
             for hk in hooks:
                 hk.remove()
-            self._layer = None
+            self._layer, self._tokens = None, None
 
     def _counting(self, inner):
         def override(func, *args, **kwargs):
@@ -129,6 +133,7 @@ class CosmosCapture(DitCapture):
         return hook
 
     def _take_qk(self, layer: int, q: torch.Tensor, k: torch.Tensor, kwargs: dict) -> None:
+        self._check_self_attention(layer, q, k, 2 if kwargs.get("skip_reshape", False) else 1)
         if self.rope == "before":
             if self._freqs is None:
                 raise ValueError("rope: 'before' needs the DiT's rotary table (not available here)")
@@ -140,10 +145,9 @@ class CosmosCapture(DitCapture):
         super()._take_qk(layer, q, k, kwargs)
 
 
-class ComfyCosmosBackbone(ComfyWanBackbone):
+class ComfyCosmosBackbone(NativeDiTBackbone):
     family = "cosmos"
     rope_layout = "half_split"      # channel i and i + C/2 share a frequency
-    temporal_compression = 4
     default_window = 25          # HeFT's chunk_size (4k+1 frames for the causal Wan VAE)
 
     _expected_model = "a Cosmos-Predict2 model (MiniTrainDIT)"
@@ -220,7 +224,7 @@ class ComfyCosmosBackbone(ComfyWanBackbone):
     # ---------------------------------------------------------------- regeneration
     def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
                           guidance: float, steps: int, latent_mask: Optional[torch.Tensor] = None,
-                          seed: int = 0, progress=None) -> torch.Tensor:
+                          seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
         """SDEdit on a model-space latent; per step den = den_pos + w (den_pos - den_neg) (ComfyUI CFG with
         cfg = 1 + w) on the Karras schedule of Cosmos (sigma_min..sigma_max). The known first latent frame is
         kept (set to the positive image's latent), outside `latent_mask` the original latent is kept."""

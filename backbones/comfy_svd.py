@@ -29,10 +29,10 @@ import comfy.model_management
 
 from . import schedules, windows
 from .capture import StopForward
-from .comfy_wan import (captured_forward, first_frame, frames_mask, guided_euler, keep_window, require_model,
-                        require_vae, resize_frames, sdedit_sigmas)
+from .native_common import (captured_forward, first_frame, guided_euler, require_model, require_vae, resize_frames,
+                            sdedit_sigmas)
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level
+from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_level
 
 SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
 
@@ -69,10 +69,12 @@ class UpBlockCapture:
         return h, hsp
 
 
-class ComfySVDBackbone:
+class ComfySVDBackbone(BackboneBase):
     family = "svd"
     temporal_compression = 1
+    window_quantum = 1
     default_window = 14
+    paper_layer = 2              # Track4Gen reads diffusers up_blocks[2] (stride 8 px)
     num_heads = 0
     head_dim = 0
 
@@ -95,6 +97,7 @@ class ComfySVDBackbone:
         self.sigma_min = float(self.model_sampling.sigma_min)
         self.sigma_max = float(self.model_sampling.sigma_max)
         self.name = f"svd:{type(base.model_config).__name__}:{dm.model_channels}"
+        self.last_blocks_run: list[int] = []
 
     def output_block_of(self, layer: int) -> int:
         """ComfyUI output_blocks index that ends diffusers up_blocks[layer] (its upsampler for layer < last)."""
@@ -122,8 +125,6 @@ class ComfySVDBackbone:
     def model_size(self, h: int, w: int) -> tuple[int, int]:
         s = self.pixel_multiple
         return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
-
-    _resize = staticmethod(resize_frames)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """[T,H,W,3] 0..1 -> model-space latent [T,4,h,w]."""
@@ -165,7 +166,10 @@ class ComfySVDBackbone:
             raise ValueError("noise_level: SVD (EDM) needs a level > 0 (sigma 0 has no timestep)")
         cap = UpBlockCapture({i: self.output_block_of(i) for i in spec.layers}, stop_early,
                              comfy.model_management.intermediate_device())
-        return captured_forward(self, self.model.clone(), cap, x0, level, spec, seed, conds)
+        try:
+            return captured_forward(self.model.clone(), cap, x0, self.sigma_at(level), spec, seed, conds)
+        finally:
+            self.last_blocks_run = list(cap.blocks_run)
 
     def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
@@ -174,20 +178,18 @@ class ComfySVDBackbone:
         frames = frames[..., :3].float()
         T, H, W = frames.shape[:3]
         mh, mw = self.model_size(H, W)
-        x = self._resize(frames, (mh, mw))
-        window = spec.window or self.default_window
-        plan = windows.plan_windows(T, window, spec.overlap, quantum=1)
+        x = resize_frames(frames, (mh, mw))
+        plan = self.window_plan(T, spec)
         image_cond = cond if isinstance(cond, ImageCond) else None
-        out: dict[str, torch.Tensor] = {}
-        for win in plan:
-            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        def one_window(win: windows.Window) -> dict[str, torch.Tensor]:
             clip = windows.pad_frames(x[win.start:win.stop], win.length)
             first = ImageCond(clip[:1]) if image_cond is None else image_cond   # default: the window's 1st frame
-            raw = self.capture_latent(self.encode(clip), level, spec, seed, self._conds(first, (mh, mw), False))
-            for key in spec.keys():
-                keep_window(out, key, raw[key], win, T)
-            if progress is not None:
-                progress()
+            return self.capture_latent(self.encode(clip), level, spec, seed, self._conds(first, (mh, mw), False))
+
+        out = windows.run_windows(plan, T, one_window, progress,
+                                  comfy.model_management.throw_exception_if_processing_interrupted)
+        window = spec.window or self.default_window
         result = {}
         for layer in spec.layers:
             key = f"block{layer}"
@@ -201,9 +203,6 @@ class ComfySVDBackbone:
         return result
 
     # ---------------------------------------------------------------- regeneration
-    def regen_steps(self, level: float, steps: int) -> int:
-        return schedules.run_steps(check_level(level), int(steps))
-
     def regenerate(self, frames: torch.Tensor, level: float, positive: ImageCond, negative: ImageCond,
                    guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
                    progress: ProgressFn = None) -> torch.Tensor:
@@ -211,15 +210,14 @@ class ComfySVDBackbone:
         frames = frames[..., :3].float()
         T, H, W = frames.shape[:3]
         size = self.model_size(H, W)
-        x0 = self.encode(self._resize(frames, size))
+        x0 = self.encode(resize_frames(frames, size))
         pos = self._conds(positive, size, True)
         neg = self._conds(negative, size, True)
         lat_mask = None
         if mask is not None:
-            m = frames_mask(mask, T, size)
-            lat_mask = windows.mask_to_latent_grid(m, T, 1, self.vae_stride, causal_first=False)[0, 0][:, None]
+            lat_mask = windows.video_mask_to_latent(mask, T, size, T, 1, self.vae_stride, causal_first=False)[0, 0][:, None]
         out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
-        return self._resize(self.decode(out)[:T], (H, W)).clamp(0, 1)
+        return resize_frames(self.decode(out)[:T], (H, W)).clamp(0, 1)
 
     def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list, guidance: float,
                           steps: int, latent_mask: Optional[torch.Tensor] = None, seed: int = 0,

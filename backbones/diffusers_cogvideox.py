@@ -55,7 +55,8 @@ class CogVideoXBackbone(DiffusersBackbone):
     rope_layout = "interleaved"     # diffusers apply_rotary_emb (use_real_unbind_dim=-1): pairs (2i, 2i+1)
     latent_frames_per_video_frame_causal = True
     pixel_multiple = 16
-    default_layer = 17
+    paper_layer = 17              # DiffTrack (CogVideoX-2B)
+    image_prompt = False          # text-to-video: regenerate() uses the prompts' text only
 
     def __init__(self, transformer, vae, scheduler_cfg: dict, source: str = "", frame_as_latent: bool = True,
                  add_noise: bool = True, **kw):
@@ -194,13 +195,15 @@ class CogVideoXBackbone(DiffusersBackbone):
         run_steps(level, steps)
         self._to_device()
         try:
-            lat = self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
+            px = to_pixels(frames.to(self.device), self.pixel_multiple)
+            lat = self._encode_pixels(px)
             texts = {"pos": self._prompt(positive), "neg": self._prompt(negative)}
             m = None
             if mask is not None:
                 if self.temporal_compression != 1:
                     raise ValueError("mask: needs frame_as_latent=True (one latent frame per video frame)")
-                m = latent_mask(mask, T, lat.shape[-2:]).to(self.device).unsqueeze(0)      # [1,T,1,h,w]
+                m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
+                m = m.transpose(1, 2).to(self.device)                                     # [1,T,1,h,w]
             noise = seeded_noise(lat.shape, seed, self.device)
             out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps,
                                     lambda x, t, which: self._v(x, t, texts[which]).float(), float(guidance), m,

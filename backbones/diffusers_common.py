@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from .capture import StopForward
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import check_level
+from .protocol import BackboneBase, check_level
 from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
-from .windows import latent_time_to_frames, pad_frames, plan_anchor_chunks, plan_windows
+from .windows import latent_time_to_frames, pad_frames, plan_anchor_chunks, run_windows, video_mask_to_latent
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 FAMILIES = ("i2vgen", "svd", "cogvideox", "wan")
@@ -209,12 +210,9 @@ class RestoreProcessor:
         self.attn.processor = self.processor
 
 
-class StopForward(Exception):
-    """Raised from a hook once everything requested has been captured (ends the forward early)."""
-
-
 class Capture:
-    """Forward hooks that store tensors by key and stop the forward once all `wanted` keys are in.
+    """Forward hooks that store tensors by key and stop the forward (capture.StopForward) once all `wanted` keys
+    are in.
 
     Use as a context manager; hooks are removed on exit whatever happens."""
 
@@ -310,7 +308,7 @@ def masked_guided_euler(clean: torch.Tensor, noise: torch.Tensor, sigmas, denois
         x = mask * x + (1 - mask) * clean
     return x
 
-class DiffusersBackbone(abc.ABC):
+class DiffusersBackbone(BackboneBase, abc.ABC):
     """What the diffusers adapters share: devices, the window loop of `features`, packaging.
 
     Subclasses set the protocol attributes and implement `_encode_pixels` / `_decode_pixels` (VAE on pixels in
@@ -390,31 +388,26 @@ class DiffusersBackbone(abc.ABC):
         if spec.chunking == "anchor":
             return self._anchor_features(frames, level, spec, seed, cond, progress)
         T, H, W, _ = frames.shape
-        window = spec.window or self.default_window
-        plan = plan_windows(T, window, spec.overlap, self.window_quantum)
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in spec.keys()}
-        strides: dict[str, tuple[float, float]] = {}
+        plan = self.window_plan(T, spec)
+
+        def one_window(w) -> dict[str, torch.Tensor]:
+            clip = pad_frames(frames[w.start:w.stop], w.length).to(self.device)
+            got = self._window_features(clip, level, spec, seed + w.start, cond)
+            return {k: self._latent_to_video(got[k].float(), w.length).to(self.offload_device) for k in spec.keys()}
+
         self._to_device()
         try:
-            for w in plan:
-                clip = pad_frames(frames[w.start:w.stop], w.length).to(self.device)
-                got = self._window_features(clip, level, spec, seed + w.start, cond)
-                for k in parts:
-                    x = self._latent_to_video(got[k].float(), w.length)[: w.stop - w.start]
-                    parts[k].append(x[w.keep_start - w.start: w.keep_stop - w.start].to(self.offload_device))
-                    h, wd = got[k].shape[-2:]
-                    strides[k] = (H / h, W / wd)    # the grid spans the whole (resized) frame
-                if progress is not None:
-                    progress()
+            feats = run_windows(plan, T, one_window, progress)
         finally:
             self._offload()
         out = {}
         for layer in spec.layers:
             for kind in spec.kinds:
-                k = f"{kind}{layer}"
+                k, x = f"{kind}{layer}", feats[f"{kind}{layer}"]
                 meta = self._feature_meta(level, spec, layer, kind)
-                meta.update(window=window, overlap=spec.overlap, windows=len(plan), seed=int(seed))
-                out[k] = make_features(torch.cat(parts[k], 0), strides[k], (H, W), meta)
+                meta.update(window=spec.window or self.default_window, overlap=spec.overlap, windows=len(plan),
+                            seed=int(seed))
+                out[k] = make_features(x, (H / x.shape[-2], W / x.shape[-1]), (H, W), meta)   # grid spans the frame
         return out
 
     def _anchor_features(self, frames, level, spec, seed, cond, progress) -> dict:
@@ -502,14 +495,14 @@ def vpred_ddim_sdedit(x0_latent: torch.Tensor, noise: torch.Tensor, alphas_cumpr
     return x
 
 
-def latent_mask(mask: Optional[torch.Tensor], num_frames: int, size: tuple[int, int]) -> Optional[torch.Tensor]:
-    """MASK [T,H,W] (1 = regenerate) -> [T,1,h,w] on the latent grid (area average, then > 0 keeps any touch)."""
+def latent_mask(mask: Optional[torch.Tensor], num_frames: int, pixel_size: tuple[int, int],
+                spatial: int) -> Optional[torch.Tensor]:
+    """MASK (1 = regenerate) of a clip without temporal compression -> [1,1,T,h,w] on the latent grid of frames
+    resized to `pixel_size` (`spatial` pixels per latent cell), by windows.video_mask_to_latent (the rule every
+    adapter uses: max over each cell, soft values kept). None stays None."""
     if mask is None:
         return None
-    if mask.ndim != 3 or mask.shape[0] != num_frames:
-        raise ValueError(f"mask: expected [T,H,W] with T={num_frames}, got {list(mask.shape)}")
-    m = F.adaptive_max_pool2d(mask.float().unsqueeze(1), size)
-    return (m > 0.5).float()
+    return video_mask_to_latent(mask, num_frames, pixel_size, num_frames, 1, spatial, causal_first=False)
 
 
 # ------------------------------------------------------------------ family dispatch

@@ -28,7 +28,7 @@ class I2VGenBackbone(DiffusersBackbone):
     temporal_compression = 1
     window_quantum = 1
     default_window = 16
-    default_layer = 2
+    paper_layer = 2               # TED reads decoder up block 2 (stride 8 px)
 
     def __init__(self, unet, vae, scheduler_cfg: dict, source: str = "", image_encoder=None,
                  clip_norm=None, fps: int = 16, **kw):
@@ -152,8 +152,8 @@ class I2VGenBackbone(DiffusersBackbone):
             for name, c in (("pos", positive), ("neg", negative if negative is not None else positive)):
                 il, emb = self._image_cond(to_pixels(cond_image(c, (H, W)).to(self.device), self.pixel_multiple), T)
                 conds[name] = (il, emb, self._prompt(getattr(c, "text", None)))
-            m = latent_mask(mask, T, lat.shape[-2:])
-            m = None if m is None else m.to(self.device).permute(1, 0, 2, 3).unsqueeze(0)   # [1,1,T,h,w]
+            m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
+            m = None if m is None else m.to(self.device)                                  # [1,1,T,h,w]
             noise = seeded_noise(lat.shape, seed, self.device)
 
             def predict_v(x, t, which):

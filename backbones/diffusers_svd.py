@@ -36,7 +36,7 @@ class SVDBackbone(DiffusersBackbone):
     family = "svd"
     temporal_compression = 1
     window_quantum = 1
-    default_layer = 2
+    paper_layer = 2               # Track4Gen reads up_blocks[2] (stride 8 px)
 
     def __init__(self, unet, vae, scheduler_cfg: dict, source: str = "", image_encoder=None, clip_norm=None,
                  fps: int = 7, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02, **kw):
@@ -154,8 +154,8 @@ class SVDBackbone(DiffusersBackbone):
             lat = self._encode_pixels(px)
             conds = {n: self._image_cond(to_pixels(cond_image(c, (H, W)).to(self.device), self.pixel_multiple), seed)
                      for n, c in (("pos", positive), ("neg", negative if negative is not None else positive))}
-            m = latent_mask(mask, T, lat.shape[-2:])
-            m = None if m is None else m.to(self.device).unsqueeze(0)              # [1,T,1,h,w]
+            m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
+            m = None if m is None else m.transpose(1, 2).to(self.device)          # [1,T,1,h,w]
             noise = seeded_noise(lat.shape, seed, self.device)
             sig = sdedit_tail(karras_sigmas(steps, self.sigma_min, self.sigma_max), level,
                               self.sigma_from_level(level))

@@ -21,7 +21,7 @@ from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, con
                                load_from_folder, masked_guided_euler, shipped_config_dir, to_pixels)
 from .protocol import check_level
 from .schedules import flow_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
-from .windows import mask_to_latent_grid, pad_frames, quantize_up
+from .windows import pad_frames, quantize_up, video_mask_to_latent
 
 WAN_TEXT_LEN = 512
 
@@ -57,6 +57,7 @@ class DiffusersWanBackbone(DiffusersBackbone):
     temporal_compression = 4
     window_quantum = 4
     default_window = 81
+    paper_layer = 18              # HeFT's layer for Wan2.1-1.3B, as the native adapter
     latent_frames_per_video_frame_causal = True
 
     def __init__(self, transformer, vae, source: str = "", shift: float = 8.0, **kw):
@@ -68,7 +69,9 @@ class DiffusersWanBackbone(DiffusersBackbone):
         self.num_heads, self.head_dim = c.num_attention_heads, c.attention_head_dim
         self.latent_channels = c.out_channels
         self.image_input = c.in_channels > c.out_channels
-        self.spatial_stride = 8 * c.patch_size[1]
+        self.image_prompt = self.image_input
+        self.vae_stride = int(vae.config.scale_factor_spatial)          # pixels per latent cell
+        self.spatial_stride = self.vae_stride * c.patch_size[1]
         self.pixel_multiple = self.spatial_stride
         m = vae.config
         self.latents_mean = torch.tensor(m.latents_mean).view(1, -1, 1, 1, 1)
@@ -219,9 +222,8 @@ class DiffusersWanBackbone(DiffusersBackbone):
             y_neg = self.image_concat(negative if negative is not None else positive, length, size)
             lm = None
             if mask is not None:
-                mm = torch.nn.functional.interpolate(mask.float()[:, None], size=size, mode="bilinear",
-                                                     align_corners=False)[:, 0]
-                lm = mask_to_latent_grid(pad_frames(mm, length), x0.shape[2], 4, 8).to(self.device)
+                lm = video_mask_to_latent(mask, T, size, x0.shape[2], self.temporal_compression,
+                                          self.vae_stride).to(self.device)
             sig = sdedit_tail(self.simple_sigmas(int(steps)), level, self.sigma_at(level))
             out = x0 if len(sig) < 2 else self.regenerate_latent(x0, level, y_pos, y_neg, float(guidance), sig,
                                                                  lm, seed, progress)

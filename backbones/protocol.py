@@ -11,6 +11,8 @@ Conventions shared by all adapters:
 - features(...) returns {"block18": VDT_FEATURES, "k18": VDT_FEATURES, ...} built with kernels/datatypes.py
   (make_features, make_feature_meta: one metadata schema); time is per VIDEO frame
   (adapters with temporal VAE compression interpolate back to T).
+- Nodes read only what `VideoBackbone` declares (no getattr probing); `BackboneBase` implements the parts that
+  are the same for every adapter (window plan, default layer, regeneration step count).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
+
+from . import schedules, windows
 
 KINDS = ("block", "q", "k")
 ROPE_MODES = ("before", "after")
@@ -97,6 +101,9 @@ class VideoBackbone(Protocol):
     temporal_compression: int   # video frames per latent frame (after the first, for causal VAEs)
     spatial_stride: int         # pixels per feature token
     default_window: int         # video frames per window
+    window_quantum: int         # window lengths are window_quantum*k+1 frames (1: any length)
+    default_layer: int          # the family's usual feature layer, in 0..num_layers-1
+    image_prompt: bool          # regenerate() is conditioned on a first-frame image (image-to-video models)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor: ...
 
@@ -108,12 +115,50 @@ class VideoBackbone(Protocol):
 
     def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor: ...
 
+    def num_windows(self, num_frames: int, spec: FeatureSpec) -> int: ...
+
     def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]: ...
+
+    def regen_steps(self, level: float, steps: int) -> int: ...
 
     def regenerate(self, frames: torch.Tensor, level: float, positive: Any, negative: Any,
                    guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
                    progress: ProgressFn = None) -> torch.Tensor: ...
+
+
+class BackboneBase:
+    """What every adapter computes the same way. Subclasses set num_layers, default_window, window_quantum and
+    `paper_layer` (the layer the family's paper reads; None = the last layer)."""
+
+    paper_layer: Optional[int] = None
+    image_prompt = True
+    default_window: int
+    window_quantum: int
+    num_layers: int
+
+    @property
+    def default_layer(self) -> int:
+        """paper_layer clamped to this model's depth (tiny or pruned models have fewer layers)."""
+        last = self.num_layers - 1
+        return last if self.paper_layer is None else min(int(self.paper_layer), last)
+
+    def window_plan(self, num_frames: int, spec: FeatureSpec) -> list:
+        """The windows features() runs for a clip of `num_frames` frames (windows.plan_windows)."""
+        return windows.plan_windows(num_frames, spec.window or self.default_window, spec.overlap,
+                                    quantum=self.window_quantum)
+
+    def num_windows(self, num_frames: int, spec: FeatureSpec) -> int:
+        """Forward passes features() makes (one progress step each): the windows, or with chunking "anchor"
+        DiffTrack's passes (windows.plan_anchor_chunks; at least 1)."""
+        if spec.chunking == "anchor":
+            return max(len(windows.plan_anchor_chunks(num_frames, spec.window or self.default_window)), 1)
+        return len(self.window_plan(num_frames, spec))
+
+    def regen_steps(self, level: float, steps: int) -> int:
+        """Sampler steps regenerate() runs (one progress step each): SDEdit runs the last round(steps*level)
+        of a `steps`-step schedule (schedules.run_steps)."""
+        return schedules.run_steps(check_level(level), int(steps))
 
 
 def check_level(level: float) -> float:
@@ -123,5 +168,5 @@ def check_level(level: float) -> float:
     return level
 
 
-__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "KINDS", "ROPE_MODES", "CHUNKINGS", "ProgressFn",
+__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "BackboneBase", "KINDS", "ROPE_MODES", "CHUNKINGS", "ProgressFn",
            "check_level"]

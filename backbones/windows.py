@@ -4,12 +4,16 @@ Windows overlap by `overlap` frames; each video frame takes its features from ex
 overlap is split in the middle). A final window that would run past the clip is moved back so it ends at
 the last frame, borrowing preceding frames whose features are discarded (Track4Gen, App. A.4).
 Causal video VAEs (Wan, Cosmos) need window lengths of q*k+1 frames (q = temporal compression).
+`run_windows` is the one window loop of every adapter; `video_mask_to_latent` the one rule that maps a
+regeneration MASK onto a latent grid.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,9 @@ def latent_time_to_frames(x: torch.Tensor, num_frames: int, compression: int,
 def mask_to_latent_grid(mask: torch.Tensor, latent_frames: int, compression: int, spatial: int,
                         causal_first: bool = True) -> torch.Tensor:
     """Video MASK [T,H,W] (H,W multiples of `spatial`) -> latent-grid mask [1,1,t,H/spatial,W/spatial] by
-    max-pooling: a latent cell is regenerated if any pixel of any frame it covers is. Causal VAEs: latent 0
-    = frame 0 alone, latent j>=1 = frames q*j-q+1..q*j; frames past the clip count as 0."""
+    max-pooling (soft values are kept, not thresholded): a latent cell takes the largest mask value of any pixel
+    of any frame it covers. Causal VAEs: latent 0 = frame 0 alone, latent j>=1 = frames q*j-q+1..q*j;
+    otherwise latent j = frames q*j..q*j+q-1; frames past the clip count as 0."""
     m = mask.float()
     sp = torch.nn.functional.max_pool2d(m[:, None], kernel_size=spatial, stride=spatial)[:, 0]   # [T,h,w]
     out = sp.new_zeros((latent_frames,) + tuple(sp.shape[1:]))
@@ -158,3 +163,54 @@ def plan_anchor_chunks(num_frames: int, chunk_len: int = 13, strided: bool = Tru
     if len(visited) < last:
         raise ValueError(f"stride: {stride} skips frames; chunks of {chunk_len - 1} frames leave gaps")
     return chunks
+
+
+def frames_mask(mask: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """A MASK ([H,W], [1,H,W] or [T,H,W] with T = `frames`) as [frames, *size] float (bilinear resize; one mask
+    is used for every frame). ValueError naming `mask` for any other frame count."""
+    m = mask.float()
+    m = m[None] if m.ndim == 2 else m
+    if m.ndim != 3 or m.shape[0] not in (1, frames):
+        raise ValueError(f"mask: expected [H,W], [1,H,W] or [{frames},H,W], got {list(mask.shape)}")
+    if m.shape[0] == 1 and frames > 1:
+        m = m.expand(frames, -1, -1)
+    return F.interpolate(m[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def video_mask_to_latent(mask: torch.Tensor, num_frames: int, size: tuple[int, int], latent_frames: int,
+                         compression: int, spatial: int, causal_first: bool = True) -> torch.Tensor:
+    """The one regeneration-mask rule of every adapter: MASK of a `num_frames`-frame clip (see frames_mask) ->
+    resized to the model's pixel `size` (multiples of `spatial`, the VAE's pixels per latent cell) -> padded in
+    time like the clip (last frame repeated up to the frames the latent covers) -> mask_to_latent_grid.
+    Returns [1,1,latent_frames,h,w] (1 = regenerate; soft values kept)."""
+    m = frames_mask(mask, num_frames, size)
+    covered = (latent_frames - 1) * compression + 1 if causal_first else latent_frames * compression
+    m = pad_frames(m, max(covered, num_frames))
+    return mask_to_latent_grid(m, latent_frames, compression, spatial, causal_first)
+
+
+def keep_window(out: dict, key: str, per_frame: torch.Tensor, win: Window, total: int) -> None:
+    """Write the frames window `win` keeps of `per_frame` (window-relative frames) into out[key], a
+    [total, ...] tensor allocated on first use (on per_frame's device)."""
+    if key not in out:
+        out[key] = per_frame.new_empty((total,) + tuple(per_frame.shape[1:]))
+    out[key][win.keep_start:win.keep_stop] = per_frame[win.keep_start - win.start:win.keep_stop - win.start]
+
+
+def run_windows(plan: list[Window], num_frames: int, window_fn: Callable[[Window], dict],
+                progress: Optional[Callable[[], None]] = None,
+                check_interrupt: Optional[Callable[[], None]] = None) -> dict[str, torch.Tensor]:
+    """The window loop of every adapter: for each window of `plan`, check_interrupt(), then
+    window_fn(win) -> {key: tensor [>= win.stop - win.start, ...] per video frame of the window (window-relative)},
+    of which the frames the window keeps are written into {key: [num_frames, ...]}; progress() after each window."""
+    out: dict[str, torch.Tensor] = {}
+    for win in plan:
+        if check_interrupt is not None:
+            check_interrupt()
+        got = window_fn(win)
+        for key, per_frame in got.items():
+            keep_window(out, key, per_frame, win, num_frames)
+        del got
+        if progress is not None:
+            progress()
+    return out

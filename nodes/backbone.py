@@ -11,7 +11,6 @@ from comfy_api.latest import io
 
 from ..backbones.diffusers_common import FAMILIES, detect_family, load_backbone
 from ..backbones.protocol import FeatureSpec
-from ..backbones.windows import plan_anchor_chunks, plan_windows
 from ..kernels.checks import check_video
 from .common import Backbone, Features, Progress, category
 from .inputs import KEYS_OUTPUT_TOOLTIP, QK, VdtNode, feature_kinds, features_and_keys, seed_input, video_input
@@ -150,7 +149,7 @@ class VDT_ExtractBackboneFeatures(VdtNode):
                              tooltip="Paper timestep t of 1000 (e.g. TED 300, DiffTrack 19); -1 = use noise_level."),
                 io.Int.Input("layer", default=-1, min=-1, max=200,
                              tooltip="Block index (UNets: up block; DiTs: transformer block); -1 = the family's "
-                                     "default (I2VGen-XL/SVD 2, CogVideoX 17 clamped to the model)."),
+                                     "default (I2VGen-XL/SVD 2, CogVideoX 17, Wan 18, clamped to the model)."),
                 io.Combo.Input("kind", options=list(KINDS), default="block",
                                tooltip="block output, or per-head self-attention queries/keys (DiTs only); q+k: "
                                        "both from ONE pass (queries out first, keys second: DiffTrack)."),
@@ -180,20 +179,15 @@ class VDT_ExtractBackboneFeatures(VdtNode):
         frames = frames[..., :3] if frames.shape[-1] >= 3 else frames.expand(-1, -1, -1, 3)
         level = backbone.level_from_timestep(float(timestep)) if timestep >= 0 else float(noise_level)
         if layer < 0:
-            layer = min(int(getattr(backbone, "default_layer", backbone.num_layers - 1)), backbone.num_layers - 1)
+            layer = backbone.default_layer
         if layer >= backbone.num_layers:
             raise ValueError(f"layer: {layer} outside 0..{backbone.num_layers - 1}")
         kinds = feature_kinds(kind, KINDS)
         chunking = resolve_chunking(chunking, backbone, kinds)
         spec = FeatureSpec(layers=[layer], kinds=kinds, window=window, overlap=overlap if chunking == "windows" else 0,
                            chunking=chunking)
-        used = window or backbone.default_window
-        if chunking == "anchor":
-            n = max(len(plan_anchor_chunks(frames.shape[0], used)), 1)
-        else:
-            n = len(plan_windows(frames.shape[0], used, overlap, getattr(backbone, "window_quantum",
-                                                                          backbone.temporal_compression)))
-        feats = backbone.features(frames, level, spec, int(seed), progress=Progress(n))
+        feats = backbone.features(frames, level, spec, int(seed),
+                                  progress=Progress(backbone.num_windows(frames.shape[0], spec)))
         first, keys = features_and_keys(feats, layer, kind)
         stamp_features(first, start)
         return io.NodeOutput(first, stamp_features(keys, start))

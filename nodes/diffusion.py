@@ -110,10 +110,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
         cond = None
         if condition_on_first_frame or clip_vision_output is not None:
             cond = ImageCond(frames[:1, ..., :3].float(), clip_vision_output, conditioning)
-        from ..backbones.windows import plan_windows
-        n_windows = len(plan_windows(frames.shape[0], spec.window or bb.default_window, spec.overlap,
-                                     quantum=bb.temporal_compression))
-        feats = bb.features(frames, level, spec, int(seed), cond=cond, progress=Progress(n_windows))
+        feats = bb.features(frames, level, spec, int(seed), cond=cond,
+                            progress=Progress(bb.num_windows(frames.shape[0], spec)))
         first, keys = features_and_keys(feats, int(layer), kind)
         stamp_features(first, start)
         return io.NodeOutput(first, stamp_features(keys, start))

@@ -7,7 +7,6 @@ from comfy_api.latest import io, ui
 
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec
-from ..backbones.windows import plan_windows
 from ..kernels.checks import check_tracks, check_video
 from ..kernels.feature_select import LAYOUTS
 from ..kernels.head_search import RANK_KEYS, parse_float_list, search_heads, table_csv, table_text
@@ -149,8 +148,7 @@ class VDT_HeFTHeadSearch(VdtNode):
                              f"about {gib:.1f} GiB of features (max_feature_gib {max_feature_gib:g}); search fewer "
                              "layers or a shorter clip")
         spec = FeatureSpec(layer_list, kinds=(kind,), rope="after", window=int(window), overlap=0)
-        n_windows = len(plan_windows(t_total, spec.window or bb.default_window, 0,
-                                     quantum=getattr(bb, "window_quantum", bb.temporal_compression)))
+        n_windows = bb.num_windows(t_total, spec)
         n_cand = len(layer_list) * bb.num_heads * len(cuts)
         progress = Progress(n_windows + n_cand)
         feats = bb.features(frames.float(), float(noise_level), spec, int(seed), progress=progress)

@@ -136,7 +136,7 @@ class VDT_PointPromptingTracker(VdtNode):
             points_per_generation=int(points_per_generation), mode=mode, min_separation=float(min_separation),
             window=int(window), overlap=int(overlap), seed=int(seed), search_radius=float(search_radius)).check()
         bb = backbone_from_model(model, vae, text=conditioning)
-        if not (getattr(bb, "image_input", True) or getattr(bb, "ti2v", False)):
+        if not bb.image_prompt:
             raise ValueError("model: Point Prompting needs an image-to-video model (the marked first frame is its "
                              "prompt); this one takes no image (a text-to-video Wan?)")
         encode = None

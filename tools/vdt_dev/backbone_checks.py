@@ -9,7 +9,7 @@ import comfy.patcher_extension
 import comfy.samplers
 
 from vdtrack.backbones import schedules
-from vdtrack.backbones.comfy_wan import install_first_frames
+from vdtrack.backbones.native_common import install_first_frames
 from vdtrack.backbones.protocol import ImageCond
 
 
