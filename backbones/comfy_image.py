@@ -27,7 +27,7 @@ import comfy.model_base
 import comfy.model_management
 
 from .comfy_svd import UpBlockCapture, is_svd_model
-from .comfy_wan import conditional_forward, require_vae, resize_frames
+from .native_common import conditional_forward, require_vae, resize_frames
 from ..kernels.datatypes import make_feature_meta, make_features
 from .protocol import ProgressFn
 
