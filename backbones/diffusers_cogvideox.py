@@ -19,7 +19,7 @@ from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, ddp
                                load_denoiser, load_vae, scheduler_config, text_embeddings, to_pixels,
                                vpred_ddim_sdedit)
 from .protocol import check_level
-from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, run_steps, seeded_noise
+from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, seeded_noise
 
 
 class _QKRecorder:
@@ -188,29 +188,22 @@ class CogVideoXBackbone(DiffusersBackbone):
         return meta
 
     # ---- guided SDEdit (text guidance only: this is a text-to-video model; images in the conds are unused)
-    @torch.no_grad()
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        level = check_level(level)
+    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
-        run_steps(level, steps)
-        self._to_device()
-        try:
-            px = to_pixels(frames.to(self.device), self.pixel_multiple)
-            lat = self._encode_pixels(px)
-            texts = {"pos": self._prompt(positive), "neg": self._prompt(negative)}
-            m = None
-            if mask is not None:
-                if self.temporal_compression != 1:
-                    raise ValueError("mask: needs frame_as_latent=True (one latent frame per video frame)")
-                m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
-                m = m.transpose(1, 2).to(self.device)                                     # [1,T,1,h,w]
-            noise = seeded_noise(lat.shape, seed, self.device)
-            out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps,
-                                    lambda x, t, which: self._v(x, t, texts[which]).float(), float(guidance), m,
-                                    progress)
-            x = self._decode_pixels(out)
-        finally:
-            self._offload()
+        px = to_pixels(frames, self.pixel_multiple)
+        lat = self._encode_pixels(px)
+        texts = {"pos": self._prompt(positive), "neg": self._prompt(negative)}
+        m = None
+        if mask is not None:
+            if self.temporal_compression != 1:
+                raise ValueError("mask: needs frame_as_latent=True (one latent frame per video frame)")
+            m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
+            m = m.transpose(1, 2).to(self.device)                                     # [1,T,1,h,w]
+        noise = seeded_noise(lat.shape, seed, self.device)
+        out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps,
+                                lambda x, t, which: self._v(x, t, texts[which]).float(), float(guidance), m,
+                                progress)
+        x = self._decode_pixels(out)
         return from_pixels(x[:T], (H, W))
 
 

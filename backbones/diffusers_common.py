@@ -5,8 +5,10 @@ Sources (always local_files_only, safetensors only, never a hub id):
   or a bare component folder (config.json + diffusion_pytorch_model*.safetensors);
 - a single .safetensors file (diffusers key layout) + the config shipped in backbones/configs/<family>/.
 
-The model objects are owned by the adapter (not ComfyUI's shared modules), so forward hooks are fine;
-`Capture` removes them in `finally` and can stop the forward pass after the deepest requested layer.
+The model objects are owned by the adapter (not ComfyUI's shared modules), so forward hooks on them are fine;
+`Capture` removes them in `finally` and can stop the forward pass after the deepest requested layer. Their
+memory is ComfyUI's to manage: each module sits in a ModelPatcher and is loaded with load_models_gpu
+(DiffusersBackbone).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+
+import comfy.model_management
 
 from .capture import StopForward
 from ..kernels.datatypes import make_feature_meta, make_features
@@ -308,57 +312,90 @@ def masked_guided_euler(clean: torch.Tensor, noise: torch.Tensor, sigmas, denois
         x = mask * x + (1 - mask) * clean
     return x
 
+class _Held(torch.nn.Module):
+    """Holds one diffusers / transformers module for a ComfyUI ModelPatcher: the patcher records the current device
+    in `model.device`, which diffusers' ModelMixin exposes as a read-only property."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = module
+        self.device = device
+
+
 class DiffusersBackbone(BackboneBase, abc.ABC):
-    """What the diffusers adapters share: devices, the window loop of `features`, packaging.
+    """What the diffusers adapters share: memory management through ComfyUI, the window loop of `features`, the
+    frame of `regenerate`, packaging.
+
+    Every torch module of the adapter (`_modules`) is wrapped in a comfy.model_patcher.ModelPatcher (load_device =
+    ComfyUI's torch device, offload_device = its UNet offload device) and loaded with
+    comfy.model_management.load_models_gpu before each use, so ComfyUI frees room for it, offloads it when its
+    own models need the memory and counts it like its own models (force_full_load: diffusers layers cannot run
+    with weights left on the offload device).
 
     Subclasses set the protocol attributes and implement `_encode_pixels` / `_decode_pixels` (VAE on pixels in
     [-1,1]), `_window_features` (one forward pass over one window of frames -> {key: tensor [t_latent, ...]})
-    and `regenerate`."""
+    and `_regenerate`."""
 
     family = ""
     rope_layout: Optional[str] = None    # channel layout of the RoPE pairs in q/k, where the adapter knows it
     latent_frames_per_video_frame_causal = False   # causal temporal VAE (frame 0 alone)
     pixel_multiple = 64                             # frames are resized to multiples of this
 
-    def __init__(self, source: str, device=None, dtype=torch.float32, offload_device=None,
-                 before_use: Optional[Callable[[torch.nn.Module, torch.device], None]] = None):
+    def __init__(self, source: str, device=None, dtype=torch.float32, offload_device=None):
         self.source = source
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.offload_device = torch.device(offload_device) if offload_device is not None else self.device
+        self.device = torch.device(device) if device is not None else comfy.model_management.get_torch_device()
+        self.offload_device = (torch.device(offload_device) if offload_device is not None
+                               else comfy.model_management.unet_offload_device())
         self.dtype = dtype
-        self.before_use = before_use          # e.g. ask ComfyUI to free memory before loading onto the GPU
+        self._patchers: Optional[list] = None
 
-    # ---- device placement: the models live on offload_device between calls
+    # ---- memory: ComfyUI's model management loads and offloads the modules
     @abc.abstractmethod
     def _modules(self) -> list[torch.nn.Module]:
-        """The torch modules this adapter moves between devices."""
+        """The torch modules of this adapter (denoiser, VAE, image encoder)."""
 
-    def _to_device(self) -> None:
-        for m in self._modules():
-            if self.before_use is not None and self.device != self.offload_device:
-                self.before_use(m, self.device)
-            m.to(self.device)
+    def patchers(self) -> list:
+        """One ModelPatcher per module (made on first use, kept for the adapter's life)."""
+        if self._patchers is None:
+            import comfy.model_patcher
 
-    def _offload(self) -> None:
-        if self.device != self.offload_device:
-            for m in self._modules():
-                m.to(self.offload_device)
+            self._patchers = [comfy.model_patcher.ModelPatcher(_Held(m, self.offload_device), self.device,
+                                                               self.offload_device) for m in self._modules()]
+        return self._patchers
 
-    # ---- VAE: the models are moved to the device only for the call
+    def _load(self) -> None:
+        """Ask ComfyUI to load every module onto self.device (freeing or offloading other models as needed)."""
+        comfy.model_management.load_models_gpu(self.patchers(), force_full_load=True)
+
+    # ---- VAE
+    @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        self._to_device()
-        try:
-            return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
-        finally:
-            self._offload()
+        self._load()
+        return self._encode_pixels(to_pixels(frames.to(self.device), self.pixel_multiple))
 
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor, size=None) -> torch.Tensor:
-        self._to_device()
-        try:
-            x = self._decode_pixels(latents)
-        finally:
-            self._offload()
+        self._load()
+        x = self._decode_pixels(latents)
         return from_pixels(x, size or tuple(x.shape[-2:]))
+
+    # ---- regeneration: validation and loading here, the family's sampler in _regenerate
+    @abc.abstractmethod
+    def _regenerate(self, frames: torch.Tensor, level: float, positive, negative, guidance: float, steps: int,
+                    mask: Optional[torch.Tensor], seed: int, progress) -> torch.Tensor:
+        """Guided SDEdit of frames [T,H,W,3] (on self.device) -> IMAGE [T,H,W,3] 0..1."""
+
+    @torch.no_grad()
+    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
+        level = check_level(level)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"images: expected [T,H,W,3], got {list(frames.shape)}")
+        self.regen_steps(level, steps)                # validates steps
+        if float(guidance) < 0:
+            raise ValueError(f"guidance: {guidance} must be >= 0")
+        self._load()
+        return self._regenerate(frames.to(self.device).float(), level, positive, negative, float(guidance),
+                                int(steps), mask, int(seed), progress)
 
     # ---- features
     @abc.abstractmethod
@@ -390,16 +427,16 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         T, H, W, _ = frames.shape
         plan = self.window_plan(T, spec)
 
+        keep_on = comfy.model_management.intermediate_device()
+
         def one_window(w) -> dict[str, torch.Tensor]:
+            self._load()                                # ComfyUI may have offloaded them since the last window
             clip = pad_frames(frames[w.start:w.stop], w.length).to(self.device)
             got = self._window_features(clip, level, spec, seed + w.start, cond)
-            return {k: self._latent_to_video(got[k].float(), w.length).to(self.offload_device) for k in spec.keys()}
+            return {k: self._latent_to_video(got[k].float(), w.length).to(keep_on) for k in spec.keys()}
 
-        self._to_device()
-        try:
-            feats = run_windows(plan, T, one_window, progress)
-        finally:
-            self._offload()
+        feats = run_windows(plan, T, one_window, progress,
+                            comfy.model_management.throw_exception_if_processing_interrupted)
         out = {}
         for layer in spec.layers:
             for kind in spec.kinds:

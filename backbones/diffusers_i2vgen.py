@@ -18,7 +18,7 @@ from .diffusers_common import (Capture, DiffusersBackbone, clip_normalisation, c
                                from_pixels, latent_mask, load_denoiser, load_optional, load_vae,
                                scheduler_config, text_embeddings, to_pixels, vpred_ddim_sdedit)
 from .protocol import check_level
-from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, run_steps, seeded_noise
+from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, seeded_noise
 
 TEXT_TOKENS = 77
 
@@ -139,30 +139,23 @@ class I2VGenBackbone(DiffusersBackbone):
             return cap.run(lambda: self._unet(noisy, self.timestep_from_level(level), il, emb, text))
 
     # ---- guided SDEdit
-    @torch.no_grad()
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        level = check_level(level)
+    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
-        run_steps(level, steps)                      # validates steps
-        self._to_device()
-        try:
-            px = to_pixels(frames.to(self.device), self.pixel_multiple)
-            lat = self._encode_pixels(px)
-            conds = {}
-            for name, c in (("pos", positive), ("neg", negative if negative is not None else positive)):
-                il, emb = self._image_cond(to_pixels(cond_image(c, (H, W)).to(self.device), self.pixel_multiple), T)
-                conds[name] = (il, emb, self._prompt(getattr(c, "text", None)))
-            m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
-            m = None if m is None else m.to(self.device)                                  # [1,1,T,h,w]
-            noise = seeded_noise(lat.shape, seed, self.device)
+        px = to_pixels(frames, self.pixel_multiple)
+        lat = self._encode_pixels(px)
+        conds = {}
+        for name, c in (("pos", positive), ("neg", negative if negative is not None else positive)):
+            il, emb = self._image_cond(to_pixels(cond_image(c, (H, W)).to(self.device), self.pixel_multiple), T)
+            conds[name] = (il, emb, self._prompt(getattr(c, "text", None)))
+        m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
+        m = None if m is None else m.to(self.device)                                  # [1,1,T,h,w]
+        noise = seeded_noise(lat.shape, seed, self.device)
 
-            def predict_v(x, t, which):
-                return self._unet(x, t, *conds[which]).float()
+        def predict_v(x, t, which):
+            return self._unet(x, t, *conds[which]).float()
 
-            out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps, predict_v, float(guidance), m,
-                                    progress)
-            x = self._decode_pixels(out)
-        finally:
-            self._offload()
+        out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps, predict_v, float(guidance), m,
+                                progress)
+        x = self._decode_pixels(out)
         return from_pixels(x, (H, W))
 

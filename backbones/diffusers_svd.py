@@ -21,7 +21,7 @@ from .diffusers_common import (Capture, DiffusersBackbone, clip_normalisation, c
                                latent_mask, load_denoiser, load_optional, load_vae, masked_guided_euler,
                                scheduler_config, to_pixels)
 from .protocol import check_level
-from .schedules import edm_level, edm_noise, edm_sigma, run_steps, sdedit_tail, seeded_noise
+from .schedules import edm_level, edm_noise, edm_sigma, sdedit_tail, seeded_noise
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -143,25 +143,18 @@ class SVDBackbone(DiffusersBackbone):
             return cap.run(lambda: self._denoise(noisy, sigma, il, emb))
 
     # ---- guided SDEdit: Euler on the Karras schedule's tail that starts at sigma(level)
-    @torch.no_grad()
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        level = check_level(level)
+    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
-        run_steps(level, steps)
-        self._to_device()
-        try:
-            px = to_pixels(frames.to(self.device), self.pixel_multiple)
-            lat = self._encode_pixels(px)
-            conds = {n: self._image_cond(to_pixels(cond_image(c, (H, W)).to(self.device), self.pixel_multiple), seed)
-                     for n, c in (("pos", positive), ("neg", negative if negative is not None else positive))}
-            m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
-            m = None if m is None else m.transpose(1, 2).to(self.device)          # [1,T,1,h,w]
-            noise = seeded_noise(lat.shape, seed, self.device)
-            sig = sdedit_tail(karras_sigmas(steps, self.sigma_min, self.sigma_max), level,
-                              self.sigma_from_level(level))
-            x = masked_guided_euler(lat, noise, sig, lambda x, s, b: self._denoise(x, s, *conds[b]), edm_noise,
-                                    guidance, m, progress)
-            out = self._decode_pixels(x)
-        finally:
-            self._offload()
+        px = to_pixels(frames, self.pixel_multiple)
+        lat = self._encode_pixels(px)
+        conds = {n: self._image_cond(to_pixels(cond_image(c, (H, W)).to(self.device), self.pixel_multiple), seed)
+                 for n, c in (("pos", positive), ("neg", negative if negative is not None else positive))}
+        m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
+        m = None if m is None else m.transpose(1, 2).to(self.device)          # [1,T,1,h,w]
+        noise = seeded_noise(lat.shape, seed, self.device)
+        sig = sdedit_tail(karras_sigmas(steps, self.sigma_min, self.sigma_max), level,
+                          self.sigma_from_level(level))
+        x = masked_guided_euler(lat, noise, sig, lambda x, s, b: self._denoise(x, s, *conds[b]), edm_noise,
+                                guidance, m, progress)
+        out = self._decode_pixels(x)
         return from_pixels(out, (H, W))

@@ -8,7 +8,8 @@ sigma = flow_sigma(level, shift), t = 1000*sigma. Conditioning mirrors ComfyUI's
 channels = [4-channel "unknown" mask (1 - known), image latent] with the image latent of
 [first frame, grey...] (core WanImageToVideo), all-zero 512-token text context for the empty prompt.
 q/k are what the attention kernel receives (after QK-norm, after RoPE) or, with rope="before", the
-QK-norm outputs.
+QK-norm outputs: forward hooks on the self-attention's own norm_q / norm_k (RoPE applied with diffusers'
+apply_rotary_emb); nothing outside the adapter's modules is touched.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Optional
 
 import torch
 
-from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, cond_image, from_pixels, load_denoiser,
-                               load_from_folder, masked_guided_euler, shipped_config_dir, to_pixels)
+from .diffusers_common import (Capture, DiffusersBackbone, cond_image, from_pixels, load_denoiser, load_from_folder,
+                               masked_guided_euler, shipped_config_dir, to_pixels)
 from .protocol import check_level
 from .schedules import flow_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
 from .windows import pad_frames, quantize_up, video_mask_to_latent
@@ -26,29 +27,33 @@ from .windows import pad_frames, quantize_up, video_mask_to_latent
 WAN_TEXT_LEN = 512
 
 
-class _QKSpy:
-    """Wraps blocks[i].attn1's processor: records the q/k handed to the attention kernel (post-RoPE)."""
+class _QKCapture:
+    """Per-head q/k of blocks[i].attn1 (the self-attention) through forward hooks on that module's own QK-norms
+    (adapter-owned modules, removed with the Capture): [B, L, heads, head_dim] after QK-norm, and with
+    rope="after" rotated by the rotary table attn1 receives, with diffusers' apply_rotary_emb (Wan's interleaved
+    pairs, use_real_unbind_dim=-1), i.e. exactly what WanAttnProcessor hands the attention kernel."""
 
-    def __init__(self, inner, cap: Capture, layer: int, kinds):
-        self.inner, self.cap, self.layer, self.kinds = inner, cap, layer, kinds
+    def __init__(self, cap: Capture, attn, layer: int, kinds, rope: str, heads: int):
+        self.cap, self.layer, self.rope, self.heads = cap, layer, rope, heads
+        self.rotary = None
+        cap.handles.append(attn.register_forward_pre_hook(self._see_rotary, with_kwargs=True))
+        for kind in kinds:
+            norm = attn.norm_q if kind == "q" else attn.norm_k
+            cap.handles.append(norm.register_forward_hook(self._take(kind)))
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        import diffusers.models.transformers.transformer_wan as tw
+    def _see_rotary(self, module, args, kwargs):
+        self.rotary = kwargs.get("rotary_emb", args[3] if len(args) > 3 else None)
 
-        orig = tw.dispatch_attention_fn
+    def _take(self, kind: str):
+        def hook(module, args, out):
+            t = out.unflatten(-1, (self.heads, -1))                     # [B, L, heads, head_dim]
+            if self.rope == "after" and self.rotary is not None:
+                from diffusers.models.embeddings import apply_rotary_emb
 
-        def spy(q, k, v, **kw):
-            if encoder_hidden_states is None:
-                for kind, t in (("q", q), ("k", k)):
-                    if kind in self.kinds:
-                        self.cap.put(f"{kind}{self.layer}", t)       # [B, L, heads, hd]
-            return orig(q, k, v, **kw)
-
-        tw.dispatch_attention_fn = spy
-        try:
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        finally:
-            tw.dispatch_attention_fn = orig
+                cos, sin = (f.reshape(f.shape[-3], f.shape[-1]) for f in self.rotary)   # [1,L,1,d] -> [L,d]
+                t = apply_rotary_emb(t, (cos, sin), use_real=True, use_real_unbind_dim=-1, sequence_dim=1)
+            self.cap.put(f"{kind}{self.layer}", t)
+        return hook
 
 
 class DiffusersWanBackbone(DiffusersBackbone):
@@ -162,14 +167,8 @@ class DiffusersWanBackbone(DiffusersBackbone):
                 if "block" in spec.kinds:
                     cap.on_output(blk, f"block{i}")
                 qk = [k for k in ("q", "k") if k in spec.kinds]
-                if qk and spec.rope == "after":
-                    orig = blk.attn1.processor
-                    blk.attn1.processor = _QKSpy(orig, cap, i, qk)
-                    cap.handles.append(RestoreProcessor(blk.attn1, orig))
-                elif qk:
-                    for kind in qk:
-                        norm = blk.attn1.norm_q if kind == "q" else blk.attn1.norm_k
-                        cap.on_output(norm, f"{kind}{i}", lambda o: o.unflatten(-1, (self.num_heads, -1)))
+                if qk:
+                    _QKCapture(cap, blk.attn1, i, qk, spec.rope, self.num_heads)
             got = cap.run(lambda: self.velocity(noisy, sigma, y, text))
         if spec.heads is not None:
             got = {k: (v if k.startswith("block") else v[:, :, spec.heads]) for k, v in got.items()}
@@ -208,26 +207,20 @@ class DiffusersWanBackbone(DiffusersBackbone):
         s = [float(table[-(1 + int(i * stride))]) for i in range(steps)] + [0.0]
         return torch.tensor(s, dtype=torch.float32)
 
-    @torch.no_grad()
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        level = check_level(level)
+    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
-        self._to_device()
-        try:
-            length = quantize_up(T, self.temporal_compression)
-            px = to_pixels(pad_frames(frames.to(self.device).float(), length), self.pixel_multiple)
-            x0 = self._encode_pixels(px)
-            size = tuple(px.shape[-2:])
-            y_pos = self.image_concat(positive, length, size)
-            y_neg = self.image_concat(negative if negative is not None else positive, length, size)
-            lm = None
-            if mask is not None:
-                lm = video_mask_to_latent(mask, T, size, x0.shape[2], self.temporal_compression,
-                                          self.vae_stride).to(self.device)
-            sig = sdedit_tail(self.simple_sigmas(int(steps)), level, self.sigma_at(level))
-            out = x0 if len(sig) < 2 else self.regenerate_latent(x0, level, y_pos, y_neg, float(guidance), sig,
-                                                                 lm, seed, progress)
-            x = self._decode_pixels(out)[:T]
-        finally:
-            self._offload()
+        length = quantize_up(T, self.temporal_compression)
+        px = to_pixels(pad_frames(frames, length), self.pixel_multiple)
+        x0 = self._encode_pixels(px)
+        size = tuple(px.shape[-2:])
+        y_pos = self.image_concat(positive, length, size)
+        y_neg = self.image_concat(negative if negative is not None else positive, length, size)
+        lm = None
+        if mask is not None:
+            lm = video_mask_to_latent(mask, T, size, x0.shape[2], self.temporal_compression,
+                                      self.vae_stride).to(self.device)
+        sig = sdedit_tail(self.simple_sigmas(int(steps)), level, self.sigma_at(level))
+        out = x0 if len(sig) < 2 else self.regenerate_latent(x0, level, y_pos, y_neg, float(guidance), sig,
+                                                             lm, seed, progress)
+        x = self._decode_pixels(out)[:T]
         return from_pixels(x, (H, W))

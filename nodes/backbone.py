@@ -78,12 +78,6 @@ def _dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float16
 
 
-def _free_memory_for(module: torch.nn.Module, device: torch.device) -> None:
-    """Ask ComfyUI to unload its own models until this diffusers module fits."""
-    size = sum(p.numel() * p.element_size() for p in module.parameters())
-    comfy.model_management.free_memory(size * 1.3, device)
-
-
 class VDT_LoadDiffusersBackbone(VdtNode):
     @classmethod
     def define_schema(cls):
@@ -118,8 +112,7 @@ class VDT_LoadDiffusersBackbone(VdtNode):
         source = resolve("model", model)
         vae_path = "" if vae in (None, "", NONE) else resolve("vae", vae)
         device = comfy.model_management.get_torch_device()
-        kw = dict(device=device, offload_device=comfy.model_management.unet_offload_device(),
-                  before_use=_free_memory_for)
+        kw = {}          # devices: ComfyUI's (the adapter's modules are loaded through its model management)
         fam = detect_family(source) if family == "auto" and os.path.isdir(source) else family
         if fam == "cogvideox":
             kw["frame_as_latent"] = bool(frame_as_latent)

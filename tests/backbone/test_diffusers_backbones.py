@@ -232,3 +232,55 @@ def test_nodes_list_load_reject_and_extract(tiny, monkeypatch):
     single = VDT_LoadDiffusersBackbone.execute("diffusion_models/tiny_i2vgen_unet.safetensors", "i2vgen",
                                                "diffusers/tiny_i2vgen").result[0]
     assert single.family == "i2vgen" and single.image_encoder is None     # zero image embeddings fallback
+
+
+def test_modules_are_loaded_and_offloaded_by_comfyui(backbones):
+    """Each diffusers module sits in a ComfyUI ModelPatcher that load_models_gpu loads; ComfyUI's own unloading
+    (what it does when one of its models needs the memory) takes them off its list, and the next use reloads."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    from vdtrack.backbones.protocol import FeatureSpec
+
+    b = backbones["i2vgen"]
+    frames = synthetic_clip(4, 64, 64)
+    spec = FeatureSpec(layers=[2], kinds=("block",))
+    b.features(frames, 0.3, spec, seed=0)
+    patchers = b.patchers()
+    assert len(patchers) == len(b._modules()) and all(isinstance(p, comfy.model_patcher.ModelPatcher) for p in patchers)
+    assert [p.model.inner for p in patchers] == b._modules()
+
+    def loaded():
+        return [p for p in patchers if any(lm.model is p for lm in mm.current_loaded_models)]
+
+    assert loaded() == patchers
+    mm.unload_all_models()
+    assert loaded() == []
+    first = b.features(frames, 0.3, spec, seed=0)["block2"]["features"]
+    assert loaded() == patchers and torch.isfinite(first).all()
+
+
+def test_wan_qk_capture_leaves_diffusers_globals_alone(tiny_models, tmp_path):
+    """The diffusers Wan q/k capture hooks the adapter's own modules only: while a q/k capture runs, diffusers'
+    module-level attention function is the original one, and afterwards no hook is left on the modules."""
+    import diffusers.models.transformers.transformer_wan as tw
+
+    from vdtrack.backbones.diffusers_wan import DiffusersWanBackbone
+    from vdtrack.backbones.protocol import FeatureSpec
+
+    from .test_native_vs_diffusers import _tiny_wan_config, _vae_config
+
+    db = DiffusersWanBackbone.load(tiny_models["wan_t2v"], config_dir=_tiny_wan_config(str(tmp_path / "cfg"), 16, 4),
+                                   vae_file=tiny_models["wan_vae"], vae_config_dir=_vae_config(str(tmp_path / "vae")))
+    original = tw.dispatch_attention_fn
+    seen = []
+    attn = db.transformer.blocks[2].attn1
+    # inside the captured self-attention's processor call (where a global swap would be in force)
+    h = attn.norm_k.register_forward_hook(lambda m, a, o: seen.append(tw.dispatch_attention_fn is original))
+    try:
+        x0 = torch.randn(1, 16, 2, 8, 8)
+        got = db.capture_latent(x0, 0.5, FeatureSpec(layers=[2], kinds=("q", "k")), 0)
+    finally:
+        h.remove()
+    assert seen == [True] and set(got) == {"q2", "k2"}
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in db.transformer.modules())
