@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from browser import chromium_path, load_workflow as load_in_app, open_app
-from comfy_server import VDT, ComfyServer
-from e2e_paths import ROOT, load_workflow
+from vdt_dev.browser import chromium_path, load_workflow as load_in_app, open_app
+from vdt_dev.comfy_server import ComfyServer
+from vdt_dev.paths import ROOT, VDT, load_workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ui]
 
