@@ -464,25 +464,24 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         passes: dict[str, list] = {k: [] for k in spec.keys()}
         strides: dict[str, tuple[float, float]] = {}
         done: set[int] = set()
-        self._to_device()
-        try:
-            for chunk in chunks:
-                idx = [0] + chunk
-                got = self._window_features(frames[idx].to(self.device), level, spec, seed, cond)
-                first = [i for i, t in enumerate(idx) if t not in done]       # frames no earlier pass held
-                for k in passes:
-                    x = self._latent_to_video(got[k].float(), len(idx))[: len(idx)].to(self.offload_device)
-                    passes[k].append((torch.tensor(chunk, dtype=torch.long), x))
-                    if k not in per_frame:
-                        per_frame[k] = x.new_zeros(T, *x.shape[1:])
-                    per_frame[k][[idx[i] for i in first]] = x[first]
-                    h, wd = got[k].shape[-2:]
-                    strides[k] = (H / h, W / wd)
-                done.update(idx)
-                if progress is not None:
-                    progress()
-        finally:
-            self._offload()
+        keep_on = comfy.model_management.intermediate_device()
+        for chunk in chunks:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            self._load()                                # ComfyUI may have offloaded them since the last pass
+            idx = [0] + chunk
+            got = self._window_features(frames[idx].to(self.device), level, spec, seed, cond)
+            first = [i for i, t in enumerate(idx) if t not in done]       # frames no earlier pass held
+            for k in passes:
+                x = self._latent_to_video(got[k].float(), len(idx))[: len(idx)].to(keep_on)
+                passes[k].append((torch.tensor(chunk, dtype=torch.long), x))
+                if k not in per_frame:
+                    per_frame[k] = x.new_zeros(T, *x.shape[1:])
+                per_frame[k][[idx[i] for i in first]] = x[first]
+                h, wd = got[k].shape[-2:]
+                strides[k] = (H / h, W / wd)
+            done.update(idx)
+            if progress is not None:
+                progress()
         out = {}
         for layer in spec.layers:
             for kind in spec.kinds:
