@@ -108,49 +108,11 @@ class _Clock:
             self.peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2 ** 30
 
 
-def _setup_comfy(comfyui: str, device: str) -> None:
-    if comfyui and comfyui not in sys.path:
-        sys.path.append(comfyui)           # appended: ComfyUI's top-level `nodes` must not shadow anything
-    import comfy.cli_args
-    if device == "cpu":
-        comfy.cli_args.args.cpu = True
-
-
-def _randomize(module, seed: int) -> None:
-    """Random weights with sane scales (norm gains 1, biases 0): activations stay finite at full depth."""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("gamma") or (p.ndim == 1 and "norm" in name):
-                p.fill_(1.0)
-            elif p.ndim == 1:
-                p.zero_()
-            else:
-                std = min(0.02, p[0].numel() ** -0.5)
-                p.copy_((torch.randn(p.shape, generator=g) * std).to(p.dtype))
-
-
 def build_wan(cfg: dict, dtype_name: str):
     """(MODEL patcher, VAE) of a random Wan 2.1 T2V of the given size, through ComfyUI's own loaders."""
     import torch
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.wan.model import WanModel
-    from comfy.ldm.wan.vae import WanVAE
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    dm = WanModel(model_type="t2v", in_dim=16, dim=cfg["dim"], ffn_dim=cfg["ffn_dim"], num_heads=cfg["dim"] // 128,
-                  num_layers=cfg["num_layers"], out_dim=16, text_dim=4096, operations=comfy.ops.disable_weight_init)
-    _randomize(dm, 0)
-    sd = {k: v.contiguous() for k, v in dm.state_dict().items()}
-    del dm
-    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
-    del sd
-    vae_mod = WanVAE(dim=cfg["vae_dim"], z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                     temperal_downsample=[False, True, True], dropout=0.0)
-    _randomize(vae_mod, 1)
-    vae = comfy.sd.VAE(sd={k: v.contiguous() for k, v in vae_mod.state_dict().items()})
-    return model, vae
+    from vdt_bench.bench_wan_features import build
+    return build(cfg, {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name])
 
 
 def _clip(cfg: dict):
@@ -305,6 +267,7 @@ def run_row(a) -> dict:
     if r is None:
         raise SystemExit(f"--row: unknown row '{a.row}'")
     if r["kind"] in ("wan_floor", "wan_features", "pp"):
+        from vdt_bench.bench_wan_features import _setup_comfy
         _setup_comfy(a.comfyui, a.device)
     res = KINDS[r["kind"]](a, r)
     res.setdefault("status", "ok")

@@ -38,34 +38,13 @@ TINY = dict(frames=17, height=64, width=64)
 POINTS = (1, 4, 16, 64)
 
 
-def _setup_comfy(comfyui: str, device: str) -> None:
-    if comfyui and comfyui not in sys.path:
-        sys.path.append(comfyui)           # appended: ComfyUI's top-level `nodes` must not shadow anything
-    import comfy.cli_args
-    if device == "cpu":
-        comfy.cli_args.args.cpu = True
+from vdt_bench.bench_wan_features import _setup_comfy  # noqa: E402  (the benchmarks' one set-up helper)
 
 
 def build_full_i2v(dtype):
     """(MODEL, VAE) of a random Wan2.1-I2V-1.3B-shaped model through ComfyUI's own loaders."""
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.wan.model import WanModel
-    from comfy.ldm.wan.vae import WanVAE
-    from vdt_bench.bench_wan_features import _randomize      # the pack's one random-weights helper for benchmarks
-    c = FULL
-    dm = WanModel(model_type="i2v", in_dim=36, dim=c["dim"], ffn_dim=c["ffn_dim"], num_heads=c["dim"] // 128,
-                  num_layers=c["num_layers"], out_dim=16, text_dim=4096, operations=comfy.ops.disable_weight_init)
-    _randomize(dm, 0)
-    sd = {k: v.contiguous() for k, v in dm.state_dict().items()}
-    del dm
-    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
-    del sd
-    vae_mod = WanVAE(dim=c["vae_dim"], z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                     temperal_downsample=[False, True, True], dropout=0.0)
-    _randomize(vae_mod, 1)
-    vae = comfy.sd.VAE(sd={k: v.contiguous() for k, v in vae_mod.state_dict().items()})
-    return model, vae
+    from vdt_bench.bench_wan_features import build
+    return build(FULL, dtype, model_type="i2v")
 
 
 def build_tiny_i2v(dtype):

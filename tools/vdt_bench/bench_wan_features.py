@@ -26,6 +26,8 @@ SMALL = dict(dim=256, num_layers=4, ffn_dim=512, vae_dim=8)
 
 
 def _setup_comfy(comfyui: str, device: str) -> None:
+    """Make ComfyUI importable (appended: its top-level `nodes` must not shadow anything); CPU mode on the CPU.
+    The one set-up helper of the benchmarks."""
     if comfyui and comfyui not in sys.path:
         sys.path.append(comfyui)
     import comfy.cli_args
@@ -35,6 +37,8 @@ def _setup_comfy(comfyui: str, device: str) -> None:
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
+    """Random weights with sane scales (norm gains 1, biases 0): activations stay finite at full depth.
+    The one random-weights helper of the benchmarks (speed and memory do not depend on the weights)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
@@ -47,19 +51,22 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_((torch.randn(p.shape, generator=g) * std).to(p.dtype))
 
 
-def build(cfg: dict, dtype: torch.dtype):
+def build(cfg: dict, dtype: torch.dtype, model_type: str = "t2v"):
+    """(MODEL patcher, VAE) of a random Wan 2.1 DiT (model_type "t2v": 16 input channels; "i2v": 36) of the size
+    in `cfg` (dim, num_layers, ffn_dim, vae_dim) and a Wan 2.1 VAE, loaded through ComfyUI's own loaders with
+    weights in `dtype`."""
     import comfy.ops
     import comfy.sd
     from comfy.ldm.wan.model import WanModel
     from comfy.ldm.wan.vae import WanVAE
 
-    dm = WanModel(model_type="t2v", in_dim=16, dim=cfg["dim"], ffn_dim=cfg["ffn_dim"], num_heads=cfg["dim"] // 128,
-                  num_layers=cfg["num_layers"], out_dim=16, text_dim=4096, dtype=dtype,
-                  operations=comfy.ops.disable_weight_init)
+    dm = WanModel(model_type=model_type, in_dim=36 if model_type == "i2v" else 16, dim=cfg["dim"],
+                  ffn_dim=cfg["ffn_dim"], num_heads=cfg["dim"] // 128, num_layers=cfg["num_layers"], out_dim=16,
+                  text_dim=4096, operations=comfy.ops.disable_weight_init)
     _randomize(dm, 0)
     sd = {k: v.contiguous() for k, v in dm.state_dict().items()}
     del dm
-    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
     del sd
     vae_mod = WanVAE(dim=cfg["vae_dim"], z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                      temperal_downsample=[False, True, True], dropout=0.0)
