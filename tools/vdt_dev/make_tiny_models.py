@@ -191,18 +191,24 @@ def build_tiny_models(dest_models_dir: str, overwrite: bool = False) -> dict[str
     return out
 
 
-def _main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("models_dir", help="ComfyUI models folder (files go to diffusion_models/ and vae/)")
+def builder_cli(build, description: str, folders: str, argv=None) -> int:
+    """The command line of the tiny-model builders: `build(models_dir, overwrite=...)` -> {kind: path}, printed
+    with sizes. `folders` names the model subfolders the builder writes (for --help)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("models_dir", help=f"ComfyUI models folder (files go to {folders})")
     ap.add_argument("--comfyui", default=os.environ.get("VDT_COMFYUI_DIR", ""),
                     help="ComfyUI source folder when `comfy` is not importable yet")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
     if a.comfyui:
         sys.path.append(a.comfyui)
-    for kind, path in build_tiny_models(a.models_dir, overwrite=a.overwrite).items():
+    for kind, path in build(a.models_dir, overwrite=a.overwrite).items():
         print(f"{kind}: {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     return 0
+
+
+def _main(argv=None) -> int:
+    return builder_cli(build_tiny_models, __doc__.split("\n")[0], "diffusion_models/ and vae/", argv)
 
 
 if __name__ == "__main__":

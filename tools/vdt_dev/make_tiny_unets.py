@@ -23,9 +23,7 @@ CLI:  python tools/vdt_dev/make_tiny_unets.py <ComfyUI models dir>
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import torch
 from safetensors.torch import save_file
@@ -116,17 +114,8 @@ def build_tiny_unets(dest_models_dir: str, overwrite: bool = False, kinds=("sd15
 
 
 def _main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("models_dir", help="ComfyUI models folder (files go to diffusion_models/ and vae_approx/)")
-    ap.add_argument("--comfyui", default=os.environ.get("VDT_COMFYUI_DIR", ""),
-                    help="ComfyUI source folder when `comfy` is not importable yet")
-    ap.add_argument("--overwrite", action="store_true")
-    a = ap.parse_args(argv)
-    if a.comfyui:
-        sys.path.append(a.comfyui)
-    for kind, path in build_tiny_unets(a.models_dir, overwrite=a.overwrite).items():
-        print(f"{kind}: {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
-    return 0
+    from vdt_dev.make_tiny_models import builder_cli
+    return builder_cli(build_tiny_unets, __doc__.split("\n")[0], "diffusion_models/ and vae_approx/", argv)
 
 
 if __name__ == "__main__":
