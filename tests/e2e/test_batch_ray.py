@@ -1,7 +1,8 @@
 """vdtrack-batch on a local Ray cluster: two actors, each starting its own real ComfyUI on loopback; a batch of
-synthetic clips with a 2-value sweep; one server killed in the middle of a job (on an event: while its queue
-holds an unfinished prompt, right after that actor's first result); every job completes exactly once; after
-an interruption, a --resume run redoes nothing that finished; the killed actor comes back with a new server."""
+synthetic clips with a 2-value sweep; one server killed in the middle of a job (on an event: the first result
+whose server still holds an unfinished prompt, whichever actor that is, so the kill never waits on which server
+is faster); Ctrl-C on the third success; every job completes exactly once; after the interruption, a --resume
+run redoes nothing that finished; the killed actor comes back with a new server."""
 from __future__ import annotations
 
 import json
@@ -60,29 +61,31 @@ def test_two_actors_kill_retry_resume(tmp_path):
 
         def kill_then_interrupt(result):
             run1.append(result)
-            if not killed and result["actor"] == 0:
-                # kill on an event: actor 0 just finished a job and its server still holds an unfinished one
+            if not killed:
+                # kill on an event: this actor just finished a job and its server still holds an unfinished one
                 q = ComfyClient(result["server"]).get("/queue")
                 if q["queue_running"] or q["queue_pending"]:
                     os.kill(result["server_pid"], signal.SIGKILL)
-                    killed["pid"] = result["server_pid"]
+                    killed.update(pid=result["server_pid"], actor=result["actor"])
             ok = sum(r["status"] == "success" for r in run1)
-            if killed and ok == 3 and not killed.get("interrupted"):
+            if killed and ok >= 3 and not killed.get("interrupted"):
                 killed["interrupted"] = True
                 raise KeyboardInterrupt        # what Ctrl-C does
 
         assert cli.run(a, on_result=kill_then_interrupt, pool=pool) == 130
-        assert killed.get("pid") == first_pids[0], "actor 0 never had an unfinished prompt after a result"
+        victim = killed.get("actor")
+        assert victim is not None, "no server held an unfinished prompt after any result"
+        assert killed["pid"] == first_pids[victim]
         assert all(r["status"] == "success" for r in run1), run1
         finished = {r["key"] for r in run1}
         assert len(finished) == len(run1) >= 3          # nothing recorded twice
         # the job that was on the killed server ran again, on the other actor
         retried = [r for r in run1 if r["attempts"]]
-        assert len(retried) <= 2 and all(r["actor"] == 1 for r in retried)
+        assert len(retried) <= 2 and all(r["actor"] == 1 - victim for r in retried)
 
-        # Ray restarted actor 0, which started a new server
+        # Ray restarted the killed actor, which started a new server
         assert pool.wait_ready(timeout=300) == {0, 1}
-        assert pool.restarts[0] == 1 and pool.infos[0]["server_pid"] not in first_pids.values()
+        assert pool.restarts[victim] == 1 and pool.infos[victim]["server_pid"] not in first_pids.values()
 
         run2: list[dict] = []
         a2 = cli.parse_args(argv + ["--resume"])
