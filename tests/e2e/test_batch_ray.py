@@ -1,8 +1,9 @@
 """vdtrack-batch on a local Ray cluster: two actors, each starting its own real ComfyUI on loopback; a batch of
-synthetic clips with a 2-value sweep; one server killed in the middle of a job (on an event: the first result
-whose server still holds an unfinished prompt, whichever actor that is, so the kill never waits on which server
-is faster); Ctrl-C on the third success; every job completes exactly once; after the interruption, a --resume
-run redoes nothing that finished; the killed actor comes back with a new server."""
+synthetic clips with a 2-value sweep; one server killed mid-batch (on an event: the batch's first result, whichever
+actor it came from; its actor still holds or is next given a job, which fails with the server and goes to the
+other actor); Ctrl-C on the third success; every job completes exactly once; after the interruption, a --resume
+run redoes nothing that finished; the killed actor comes back with a new server. Nothing waits on which server
+is faster: fast jobs on an idle machine and slow ones on a busy machine take the same path."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from vdt_dev.comfy_server import COMFY_PYTHON, COMFYUI_DIR
 from vdt_dev.paths import ROOT
 from vdt_dev.make_synthetic import write_clip_mp4
 from vdtrack.batch import cli
-from vdtrack.batch.client import ComfyClient
 
 ray = pytest.importorskip("ray", reason="Ray is the optional 'distributed' extra (tools/setup.sh installs it)")
 from vdtrack.batch.ray_runner import RayPool  # noqa: E402
@@ -62,11 +62,10 @@ def test_two_actors_kill_retry_resume(tmp_path):
         def kill_then_interrupt(result):
             run1.append(result)
             if not killed:
-                # kill on an event: this actor just finished a job and its server still holds an unfinished one
-                q = ComfyClient(result["server"]).get("/queue")
-                if q["queue_running"] or q["queue_pending"]:
-                    os.kill(result["server_pid"], signal.SIGKILL)
-                    killed.update(pid=result["server_pid"], actor=result["actor"])
+                # kill on an event: the first result. The driver refills this actor before it sees the death,
+                # so at least one job is sent to (or still sits on) the dead server
+                os.kill(result["server_pid"], signal.SIGKILL)
+                killed.update(pid=result["server_pid"], actor=result["actor"])
             ok = sum(r["status"] == "success" for r in run1)
             if killed and ok >= 3 and not killed.get("interrupted"):
                 killed["interrupted"] = True
@@ -74,16 +73,17 @@ def test_two_actors_kill_retry_resume(tmp_path):
 
         assert cli.run(a, on_result=kill_then_interrupt, pool=pool) == 130
         victim = killed.get("actor")
-        assert victim is not None, "no server held an unfinished prompt after any result"
+        assert victim is not None
         assert killed["pid"] == first_pids[victim]
         assert all(r["status"] == "success" for r in run1), run1
         finished = {r["key"] for r in run1}
         assert len(finished) == len(run1) >= 3          # nothing recorded twice
-        # the job that was on the killed server ran again, on the other actor
+        # a job that was on the killed server ran again, on the other actor (or is left for --resume)
         retried = [r for r in run1 if r["attempts"]]
         assert len(retried) <= 2 and all(r["actor"] == 1 - victim for r in retried)
 
-        # Ray restarted the killed actor, which started a new server
+        # a job failed with the server (that is what makes the driver restart an actor) and Ray restarted the
+        # killed actor, which started a new server
         assert pool.wait_ready(timeout=300) == {0, 1}
         assert pool.restarts[victim] == 1 and pool.infos[victim]["server_pid"] not in first_pids.values()
 
