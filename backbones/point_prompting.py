@@ -37,8 +37,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ..kernels.checks import check_points, check_video
+from ..kernels.checks import check_video
 from ..kernels.color_rebalance import rebalance_colors
+from ..kernels.datatypes import check_points
 from ..kernels.markers import draw_markers, marker_coverage
 from ..kernels.red_tracker import red_pixel_mask, track_red_markers
 from . import schedules, windows

@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# TRACKS and query points live in datatypes.py (the pack's types); re-exported for existing imports.
-from .datatypes import check_points, check_tracks  # noqa: F401
-
 
 def _shape(x) -> tuple:
     return tuple(x.shape) if hasattr(x, "shape") else ()

@@ -7,7 +7,8 @@ import math
 
 from comfy_api.latest import io, ui
 
-from ..kernels.checks import check_tracks, check_video
+from ..kernels.checks import check_video
+from ..kernels.datatypes import check_tracks
 from ..kernels.metrics_tapvid import evaluate_tracks
 from .common import Progress, Tracks, category, output_path
 from .evaluation import _frame_size

@@ -7,7 +7,8 @@ import math
 import numpy as np
 from comfy_api.latest import io, ui
 
-from ..kernels.checks import check_mask, check_tracks, check_video
+from ..kernels.checks import check_mask, check_video
+from ..kernels.datatypes import check_tracks
 from ..kernels.metrics_davis import VOID_LABEL, evaluate_davis
 from ..kernels.metrics_tapvid import EVAL_SIZE, THRESHOLDS, evaluate_tracks
 from .common import Progress, Tracks, category, output_path

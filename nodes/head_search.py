@@ -7,7 +7,8 @@ from comfy_api.latest import io, ui
 
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec
-from ..kernels.checks import check_tracks, check_video
+from ..kernels.checks import check_video
+from ..kernels.datatypes import check_tracks
 from ..kernels.feature_select import LAYOUTS
 from ..kernels.head_search import RANK_KEYS, parse_float_list, search_heads, table_csv, table_text
 from ..kernels.heft_tracker import FB_MODES

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..kernels.checks import check_tracks, check_video
+from ..kernels.checks import check_video
+from ..kernels.datatypes import check_tracks
 from ..kernels.tracks_io import parse_points
 from .common import Tracks
 

@@ -7,8 +7,9 @@ import types
 import pytest
 import torch
 
-from vdtrack.kernels.checks import check_tracks
-from vdtrack.nodes.motion import VDT_ZeroConditioning, text_width
+from vdtrack.kernels.datatypes import check_tracks
+from vdtrack.backbones.comfy_native import text_context_size
+from vdtrack.nodes.motion import VDT_ZeroConditioning
 
 
 def test_visibility_per_frame_broadcasts():
@@ -27,9 +28,9 @@ def _model(dm, unet_config=None):
 
 def test_zero_conditioning_sizes():
     wan = _model(types.SimpleNamespace(text_embedding=torch.nn.Sequential(torch.nn.Linear(4096, 8))))
-    assert text_width(wan) == (512, 4096)
+    assert text_context_size(wan) == (512, 4096)
     (cond, extra), = VDT_ZeroConditioning.execute(wan).result[0]
     assert cond.shape == (1, 512, 4096) and not cond.any() and extra == {}
-    assert text_width(_model(object(), {"context_dim": 768})) == (77, 768)
+    assert text_context_size(_model(object(), {"context_dim": 768})) == (77, 768)
     with pytest.raises(ValueError, match="model"):
-        text_width(_model(object()))
+        text_context_size(_model(object()))
