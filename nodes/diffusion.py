@@ -1,10 +1,15 @@
-"""Video-diffusion nodes: feature extraction (HeFT / DiffTrack / TED style) and counterfactual regeneration
-(Point Prompting), both over a ComfyUI MODEL + VAE through backbones/ (never model internals here)."""
+"""Video-diffusion nodes: feature extraction (HeFT / DiffTrack / TED style), TED's per-frame appearance features
+(TED, Temporal Enhanced Diffusion, Zhang et al. 2024, arXiv 2403.18526: DIFT on an image UNet, or the video model's
+own low-noise pass frame by frame) and counterfactual regeneration (Point Prompting), all over a ComfyUI MODEL + VAE
+through backbones/ (never model internals here). TED's motion features come from `VDT Extract Diffusion Features`
+(kind 'block', the preset's timestep, window and overlap), the fusion from `VDT Fuse Features`, the propagation
+from `VDT Propagate Labels`."""
 from __future__ import annotations
 
 import torch
 from comfy_api.latest import io
 
+from ..backbones.comfy_image import DIFT_TIMESTEP, DIFT_UP_FT_INDEX, ComfyImageUNet, is_image_unet_model
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
@@ -180,4 +185,80 @@ class VDT_CounterfactualRegenerate(VdtNode):
         return io.NodeOutput(out.to(frames.device))
 
 
-NODES = [VDT_ExtractDiffusionFeatures, VDT_CounterfactualRegenerate]
+def video_model_frame_features(model, vae, frames: torch.Tensor, layer: int, timestep: int, ensemble_size: int,
+                               seed: int, conditioning, progress) -> dict:
+    """Appearance features from a video model run on each frame alone (a 1-frame clip), block `layer`,
+    averaged over `ensemble_size` noise draws (seeds seed..seed+n-1)."""
+    bb = backbone_from_model(model, vae, text=conditioning)
+    level = bb.level_from_timestep(float(timestep))
+    spec = FeatureSpec([int(layer)], kinds=("block",))
+    key = spec.keys()[0]
+    out = None
+    for t in range(frames.shape[0]):
+        acc = None
+        for e in range(int(ensemble_size)):
+            f = bb.features(frames[t:t + 1], level, spec, int(seed) + e)[key]
+            acc = f["features"] if acc is None else acc + f["features"]
+        f["features"] = acc / int(ensemble_size)
+        if out is None:
+            out = {**f, "features": f["features"].new_empty((frames.shape[0],) + tuple(f["features"].shape[1:]))}
+        out["features"][t] = f["features"][0]
+        progress()
+    out["meta"] = dict(out["meta"], protocol="video model, one frame per pass", ensemble_size=int(ensemble_size),
+                       timestep=int(timestep))
+    return out
+
+
+class VDT_ExtractAppearanceFeatures(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_ExtractAppearanceFeatures",
+            display_name="VDT Extract Appearance Features",
+            category=category("diffusion"),
+            description="TED's appearance features, one frame at a time. With an SD 1.x/2.x image UNet: DIFT "
+                        "(noise the frame's latent to timestep t, one UNet pass, the output of decoder up block "
+                        "'layer' in diffusers numbering, averaged over an ensemble of noise draws). With a video "
+                        "model (Wan, Cosmos, SVD): each frame alone through the video model's own pass at t, block "
+                        "'layer'. Frames are resized to the model's multiples inside the node.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SD 1.x/2.x UNet (Load Checkpoint / Load Diffusion Model) or a "
+                                                "video model."),
+                io.Vae.Input("vae", tooltip="The model's VAE (taesd works for SD)."),
+                io.Image.Input("images", tooltip="The clip [frames,H,W,3]."),
+                io.Int.Input("timestep", default=DIFT_TIMESTEP, min=1, max=999,
+                             tooltip="Noise timestep t of 1000. DIFT semantic matching 261; DIFT-SD on DAVIS 51; "
+                                     "TED's ADM 51."),
+                io.Int.Input("layer", default=DIFT_UP_FT_INDEX, min=0, max=255,
+                             tooltip="Image UNet: diffusers up block index (DIFT's up_ft_index: 1 = stride 16, "
+                                     "2 = stride 8). Video model: its block index."),
+                io.Int.Input("ensemble_size", default=1, min=1, max=64,
+                             tooltip="Noise draws averaged per frame (DIFT: 8 for matching, 4-8 for DAVIS; "
+                                     "TED 'best')."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed (the same draws for every frame)."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Text embedding (DIFT: CLIPTextEncode of the empty prompt with the "
+                                              "checkpoint's CLIP); default: an all-zero context."),
+            ],
+            outputs=[Features.Output(display_name="features", tooltip="VDT_FEATURES [frames,C,h,w].")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, images, timestep=DIFT_TIMESTEP, layer=DIFT_UP_FT_INDEX, ensemble_size=1, seed=0,
+                conditioning=None) -> io.NodeOutput:
+        start = now()
+        frames = check_video("images", images)[..., :3].float()
+        if int(ensemble_size) < 1:
+            raise ValueError(f"ensemble_size: {ensemble_size} must be >= 1")
+        progress = Progress(frames.shape[0])
+        if is_image_unet_model(model):
+            out = ComfyImageUNet(model, vae).features(frames, int(timestep), int(layer), int(ensemble_size),
+                                                      int(seed), conditioning, progress=progress)
+        else:
+            out = video_model_frame_features(model, vae, frames, int(layer), int(timestep), int(ensemble_size),
+                                             int(seed), conditioning, progress)
+        return io.NodeOutput(stamp_features(out, start))
+
+
+NODES = [VDT_ExtractDiffusionFeatures, VDT_ExtractAppearanceFeatures, VDT_CounterfactualRegenerate]

@@ -1,7 +1,7 @@
-"""Feature nodes that need no model: colour-patch features, head/RoPE-band selection, TED fusion."""
+"""Feature nodes that need no model: colour-patch features, head/RoPE-band selection, TED fusion, and the mean of
+features over noise draws (DIFT's and TED's ensemble)."""
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 from ..kernels.datatypes import check_features, make_features
@@ -146,4 +146,52 @@ class VDT_FuseFeatures(VdtNode):
         return io.NodeOutput(stamp_features(out, start, features_a, features_b))
 
 
-NODES = [VDT_PixelFeatures, VDT_SelectHeadsFrequencies, VDT_FuseFeatures]
+MAX_ENSEMBLE_INPUTS = 8
+
+
+def average_feature_dicts(items: list[tuple[str, dict]]) -> dict:
+    """Mean of several VDT_FEATURES of the same clip, grid and stride (an ensemble over noise draws).
+    items: (input name, features). ValueError naming the input that differs."""
+    name0, first = items[0]
+    f0 = check_features(name0, first, heads="any")
+    acc = f0["features"].float().clone()
+    for name, fd in items[1:]:
+        f = check_features(name, fd, heads="any")
+        if f["features"].shape != f0["features"].shape:
+            raise ValueError(f"{name}: shape {tuple(f['features'].shape)} differs from {name0} "
+                             f"{tuple(f0['features'].shape)} (same clip, model, layer and window needed)")
+        if f["stride"] != f0["stride"] or f["frame_size"] != f0["frame_size"]:
+            raise ValueError(f"{name}: stride/frame_size differ from {name0}")
+        acc += f["features"].to(acc.device, acc.dtype)
+    meta = dict(f0["meta"], ensemble_size=len(items),
+                ensemble_seeds=[fd.get("meta", {}).get("seed") for _, fd in items])
+    return {"features": acc / len(items), "stride": f0["stride"], "frame_size": f0["frame_size"], "meta": meta}
+
+
+class VDT_AverageFeatures(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        optional = [Features.Input(f"features_{i}", optional=True, tooltip=f"Features of draw {i}.")
+                    for i in range(2, MAX_ENSEMBLE_INPUTS + 1)]
+        return io.Schema(
+            node_id="VDT_AverageFeatures",
+            display_name="VDT Average Features",
+            category=category("features"),
+            description="Ensemble over noise draws (DIFT; TED's 'best' setting): the mean of the same features "
+                        "extracted with different seeds. Connect up to 8 extraction nodes that differ only in "
+                        "their seed.",
+            inputs=[Features.Input("features_1", tooltip="Features of draw 1."), *optional],
+            outputs=[Features.Output(display_name="features")],
+        )
+
+    @classmethod
+    def execute(cls, features_1, **more) -> io.NodeOutput:
+        start = now()
+        items = [("features_1", features_1)] + [(f"features_{i}", more[f"features_{i}"])
+                                                for i in range(2, MAX_ENSEMBLE_INPUTS + 1)
+                                                if more.get(f"features_{i}") is not None]
+        out = average_feature_dicts(items)
+        return io.NodeOutput(stamp_features(out, start, *[fd for _, fd in items]))
+
+
+NODES = [VDT_PixelFeatures, VDT_SelectHeadsFrequencies, VDT_FuseFeatures, VDT_AverageFeatures]

@@ -1,4 +1,6 @@
-"""Label and keypoint propagation nodes (DINO/DIFT protocol, TED; JHMDB keypoint variant)."""
+"""Label and keypoint propagation nodes (DINO/DIFT protocol, TED; JHMDB keypoint variant) and TED's presets (TED,
+Temporal Enhanced Diffusion, Zhang et al. 2024, arXiv 2403.18526: the numbers to link into the motion-feature,
+fusion and propagation nodes)."""
 from __future__ import annotations
 
 import torch
@@ -167,4 +169,58 @@ class VDT_PropagateKeypoints(VdtNode):
         return io.NodeOutput(make_tracks(pts, found, query_points=q, frame_size=size))
 
 
-NODES = [VDT_PropagateLabels, VDT_PropagateKeypoints]
+# TED Table 6 (motion timestep of 1000, fusion alpha, softmax temperature, propagation radius in feature cells,
+# top-k); window 16 with overlap 2 (Sec. 4.4: overlap l = 2 is enough). The number of recent context frames is
+# not given: DIFT's DAVIS default, 28. 'identical objects' (Kubric-Similar): motion features only (alpha 1),
+# t = 900 where R_v peaks; its propagation settings are not given, so DAVIS's radius/top-k and DIFT-ADM's
+# temperature 0.1 (our choice).
+TED_PRESETS = {
+    "DAVIS (t=300, alpha 0.4)": {"timestep": 300, "alpha": 0.4, "temperature": 0.2},
+    "similar objects (t=600, alpha 0.6)": {"timestep": 600, "alpha": 0.6, "temperature": 0.1},
+    "identical objects (t=900, motion only)": {"timestep": 900, "alpha": 1.0, "temperature": 0.1},
+}
+TED_COMMON = {"window": 16, "overlap": 2, "radius": 15, "top_k": 10, "n_context": 28}
+
+
+def ted_preset(name: str) -> dict:
+    """The full setting of one TED preset (TED_PRESETS + TED_COMMON)."""
+    if name not in TED_PRESETS:
+        raise ValueError(f"preset: expected one of {list(TED_PRESETS)}, got {name!r}")
+    return {**TED_COMMON, **TED_PRESETS[name]}
+
+
+class VDT_TEDPreset(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_TEDPreset",
+            display_name="VDT TED Preset",
+            category=category("propagation"),
+            description="TED's settings (Table 6) as numbers to link into the motion-feature, fusion and "
+                        "propagation nodes: motion timestep, window 16 / overlap 2, fusion alpha, softmax "
+                        "temperature, radius 15, top-k 10, 28 context frames (DIFT's default; TED does not say).",
+            inputs=[io.Combo.Input("preset", options=list(TED_PRESETS), default=list(TED_PRESETS)[0],
+                                   tooltip="DAVIS: real videos. similar objects: YouTube-Similar (several "
+                                           "look-alike objects). identical objects: Kubric-Similar (identical "
+                                           "objects, motion features only).")],
+            outputs=[
+                io.Int.Output("timestep", display_name="timestep",
+                              tooltip="Motion features: noise timestep t of 1000 (-> Extract Diffusion Features)."),
+                io.Int.Output("window", display_name="window", tooltip="Frames per window (16)."),
+                io.Int.Output("overlap", display_name="overlap", tooltip="Frames shared by windows (2)."),
+                io.Float.Output("alpha", display_name="alpha", tooltip="Fusion weight of the motion features."),
+                io.Float.Output("temperature", display_name="temperature", tooltip="Propagation softmax temperature."),
+                io.Int.Output("radius", display_name="radius", tooltip="Propagation window radius (feature cells)."),
+                io.Int.Output("top_k", display_name="top_k", tooltip="Sources kept per target cell."),
+                io.Int.Output("n_context", display_name="n_context", tooltip="Recent context frames."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, preset) -> io.NodeOutput:
+        p = ted_preset(preset)
+        return io.NodeOutput(p["timestep"], p["window"], p["overlap"], p["alpha"], p["temperature"], p["radius"],
+                             p["top_k"], p["n_context"])
+
+
+NODES = [VDT_PropagateLabels, VDT_PropagateKeypoints, VDT_TEDPreset]

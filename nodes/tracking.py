@@ -1,22 +1,34 @@
 """Tracking family: point trackers, one node per method. From VDT_FEATURES: nearest neighbour (Track4Gen),
 HeFT soft-argmax, DiffTrack q-k matching; from the frames: OpenCV optical flow. `VDT_TrackPoints` (all three
-feature methods in one node) stays, deprecated, so saved workflows keep loading and running."""
+feature methods in one node) stays, deprecated, so saved workflows keep loading and running.
+
+HeFT's settings around its tracker: `VDT_HeFTPreset` gives a backbone's published settings as values to link into
+the extraction, head-selection and tracking nodes' widgets (a widget left unlinked keeps its own, custom value);
+`VDT_HeFTHeadSearch` captures every requested layer in one feature pass per window, then scores every (layer,
+head, RoPE band cut) by tracking known points with HeFT (TAP-Vid metrics against the known tracks)."""
 from __future__ import annotations
 
 import comfy.model_management
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
-from ..kernels.datatypes import check_features, make_tracks
+from ..backbones.comfy_native import backbone_from_model
+from ..backbones.protocol import FeatureSpec
+from ..kernels.checks import check_video
+from ..kernels.datatypes import check_features, check_tracks, make_tracks
 from ..kernels.difftrack import track_difftrack
+from ..kernels.feature_select import LAYOUTS
 from ..kernels.flow_tracker import check_flow_size, track_with_flow
+from ..kernels.head_search import RANK_KEYS, parse_float_list, search_heads, table_csv, table_text
+from ..kernels.heft_presets import PRESETS, get_preset
 from ..kernels.heft_tracker import FB_MODE_ALIASES, track_heft
 from ..kernels.heft_tracker import FB_MODES as HEFT_FB_MODES
 from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
-from .common import Features, Progress, Tracks, category
-from .inputs import (VdtNode, cells_radius_input, pixels_radius_input, points_input, points_syntax, rgb_video,
-                     video_input)
+from .common import Backbone, Features, Progress, Tracks, category, output_path
+from .features import parse_rope_dims
+from .inputs import (VdtNode, cells_radius_input, optional_prefix_syntax, pixels_radius_input, points_input,
+                     points_syntax, rgb_video, video_input)
 from .timing import now, stamp_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
@@ -313,4 +325,212 @@ class VDT_FlowTracker(VdtNode):
         return io.NodeOutput(stamp_tracks(make_tracks(path, vis, query_points=query, frame_size=(h, w)), start))
 
 
-NODES = [VDT_TrackNearestNeighbour, VDT_TrackHeFT, VDT_TrackDiffTrack, VDT_TrackPoints, VDT_FlowTracker]
+MAX_LAYERS = 64
+
+
+def parse_layers(text: str, num_layers: int) -> list[int]:
+    """'16-20' / '12,18,24' / '18' -> sorted block indices inside 0..num_layers-1 (ValueError naming `layers`)."""
+    out: set[int] = set()
+    try:
+        for part in str(text).replace(";", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                a, b = (int(v) for v in part.split("-", 1))
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+    except ValueError:
+        raise ValueError(f"layers: expected block indices like '16-20' or '12,18,24', got {text!r}") from None
+    if not out:
+        raise ValueError("layers: no layer given")
+    bad = sorted(v for v in out if not 0 <= v < num_layers)
+    if bad:
+        raise ValueError(f"layers: {bad} outside 0..{num_layers - 1}")
+    if len(out) > MAX_LAYERS:
+        raise ValueError(f"layers: {len(out)} layers; at most {MAX_LAYERS} per search")
+    return sorted(out)
+
+
+def known_queries(path: torch.Tensor, vis: torch.Tensor, tracks: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries [N,3] (t, x, y): the tracks' own query_points, else each track's first visible frame; returns
+    (queries, kept track indices). Tracks never visible are dropped."""
+    qp = tracks.get("query_points")
+    if qp is not None:
+        q = torch.as_tensor(qp).float()
+        if q.shape != (path.shape[1], 3):
+            raise ValueError(f"tracks: query_points {tuple(q.shape)} do not match {path.shape[1]} tracks")
+        return q, torch.arange(path.shape[1])
+    keep = vis.any(0).nonzero().flatten()
+    if keep.numel() == 0:
+        raise ValueError("tracks: no track is visible in any frame")
+    t0 = vis[:, keep].float().argmax(0)
+    xy = path[t0, keep]
+    return torch.cat([t0[:, None].float(), xy], 1), keep
+
+
+class VDT_HeFTHeadSearch(VdtNode):
+    TEXT_CHECKS = {"rope_dims": lambda d: parse_rope_dims(d), "filename_prefix": optional_prefix_syntax}
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_HeFTHeadSearch",
+            display_name="VDT HeFT Head Search",
+            category=category("tracking"),
+            description="Which layer, attention head and RoPE band cut track best on a clip with known tracks: one "
+                        "feature pass per window captures all the layers, then HeFT tracks the known queries with "
+                        "every (layer, head, cut) and the TAP-Vid metrics rank them. Shows the table, saves it as "
+                        "CSV in the output folder and returns the best setting.",
+            inputs=[
+                io.Image.Input("images", tooltip="The clip [frames,H,W,3] the tracks belong to."),
+                Tracks.Input("tracks", tooltip="Known tracks of this clip (e.g. the synthetic clip's ground truth or "
+                                               "tracks you trust), in the clip's pixels."),
+                io.String.Input("layers", default="16-20",
+                                tooltip="Blocks to search, e.g. '16-20' or '12,18,24' (0-based)."),
+                io.Combo.Input("kind", options=["k", "q"], default="k",
+                               tooltip="Self-attention keys (HeFT) or queries, after QK-norm and RoPE."),
+                io.Float.Input("noise_level", default=0.02, min=0.0, max=1.0, step=0.005,
+                               tooltip="Fraction of the model's schedule (HeFT: the last of 50 steps = 0.02)."),
+                io.Int.Input("window", default=25, min=0, max=1024,
+                             tooltip="Video frames per pass (HeFT: 25); 0 = the model's default."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Noise seed."),
+                io.String.Input("freq_cuts", default="0, 0.1, 0.15",
+                                tooltip="RoPE band cuts to try: fractions of each (T,H,W) group dropped from the "
+                                        "high-frequency end (HeFT: Wan 0.15, Cosmos 0.1, CogVideoX 0)."),
+                io.String.Input("rope_dims", default="44,42,42",
+                                tooltip="Channels of the (T,H,W) RoPE groups of one head (Wan/Cosmos 44,42,42; "
+                                        "CogVideoX 16,24,24)."),
+                io.Combo.Input("layout", options=list(LAYOUTS), default="contiguous",
+                               tooltip="RoPE channel layout for the cut ('contiguous' = HeFT's slicing)."),
+                io.Float.Input("argmax_radius", default=17.0, min=0.0, max=1024.0, step=0.5,
+                               tooltip="HeFT soft-argmax disk, pixels."),
+                io.Float.Input("search_radius", default=42.0, min=1.0, max=4096.0, step=0.5,
+                               tooltip="HeFT search disk around the previous position, pixels."),
+                io.Float.Input("vis_threshold", default=18.0, min=0.0, max=4096.0, step=0.5,
+                               tooltip="HeFT forward-backward visibility threshold, pixels."),
+                io.Float.Input("ema_alpha", default=0.05, min=0.0, max=1.0, step=0.01,
+                               tooltip="HeFT query-descriptor EMA weight."),
+                io.Combo.Input("heft_resolution", options=["pixels", "feature grid"], default="pixels",
+                               tooltip="'pixels' = as published (sub-cell); 'feature grid' = much faster, coarser."),
+                io.Combo.Input("fb_mode", options=list(HEFT_FB_MODES), default="speculative",
+                               tooltip="HeFT forward-backward mode (see the tracker; 'no_feedback' is fastest and not "
+                                       "the published feedback)."),
+                io.Combo.Input("rank_by", options=list(RANK_KEYS), default="average_jaccard",
+                               tooltip="Metric the table is sorted by (ties: delta_avg)."),
+                io.Float.Input("max_feature_gib", default=8.0, min=1e-6, max=1024.0, step=0.5,
+                               tooltip="Refuse searches whose captured features would exceed this many GiB."),
+                io.String.Input("filename_prefix", default="vdtrack/head_search",
+                                tooltip="CSV file name inside ComfyUI's output folder."),
+                io.Model.Input("model", optional=True,
+                               tooltip="Wan 2.1/2.2 or Cosmos-Predict2 (Load Diffusion Model); or connect a backbone."),
+                io.Vae.Input("vae", optional=True, tooltip="The model's VAE (with model)."),
+                Backbone.Input("backbone", optional=True,
+                               tooltip="A VDT_BACKBONE (e.g. CogVideoX through diffusers); used instead of model."),
+            ],
+            outputs=[
+                io.String.Output(display_name="table"),
+                io.Int.Output(display_name="best_layer"),
+                io.String.Output(display_name="best_heads"),
+                io.Float.Output(display_name="best_freq_low"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, tracks, layers, kind, noise_level, window, seed, freq_cuts, rope_dims, layout,
+                argmax_radius, search_radius, vis_threshold, ema_alpha, heft_resolution, fb_mode, rank_by,
+                max_feature_gib, filename_prefix, model=None, vae=None, backbone=None) -> io.NodeOutput:
+        frames = check_video("images", images)[..., :3]
+        t_total, H, W = frames.shape[:3]
+        path, vis = check_tracks("tracks", tracks, frames=t_total)
+        queries, kept = known_queries(path, vis, tracks)
+        cuts = parse_float_list("freq_cuts", freq_cuts)
+        dims = parse_rope_dims(rope_dims)
+        if kind not in ("k", "q"):
+            raise ValueError(f"kind: expected 'k' or 'q', got {kind!r}")
+        bb = backbone if backbone is not None else backbone_from_model(model, vae)
+        layer_list = parse_layers(layers, bb.num_layers)
+        s = bb.spatial_stride
+        gib = (len(layer_list) * t_total * bb.num_heads * bb.head_dim * -(-H // s) * -(-W // s) * 4) / 2 ** 30
+        if gib > max_feature_gib:
+            raise ValueError(f"layers: {len(layer_list)} layers of {bb.num_heads} heads over {t_total} frames need "
+                             f"about {gib:.1f} GiB of features (max_feature_gib {max_feature_gib:g}); search fewer "
+                             "layers or a shorter clip")
+        spec = FeatureSpec(layer_list, kinds=(kind,), rope="after", window=int(window), overlap=0)
+        n_windows = bb.num_windows(t_total, spec)
+        n_cand = len(layer_list) * bb.num_heads * len(cuts)
+        progress = Progress(n_windows + n_cand)
+        feats = bb.features(frames.float(), float(noise_level), spec, int(seed), progress=progress)
+        per_layer, head_ids, geometry = {}, {}, None
+        for layer in layer_list:
+            f = feats[f"{kind}{layer}"]
+            per_layer[layer] = f["features"].float()
+            head_ids[layer] = list(f.get("meta", {}).get("heads") or range(per_layer[layer].shape[1]))
+            geometry = (f["stride"], f["frame_size"])
+        stride, frame_size = geometry
+        heft_kw = dict(argmax_radius=float(argmax_radius), search_radius=float(search_radius),
+                       vis_threshold=float(vis_threshold), alpha=float(ema_alpha),
+                       upsample=heft_resolution == "pixels", fb_mode=fb_mode)
+        rows = search_heads(per_layer, stride, frame_size, path[:, kept], vis[:, kept], queries, cuts, dims, layout,
+                            head_ids, rank_by, heft_kw, progress=progress)
+        full, _, file = output_path("filename_prefix", filename_prefix, "csv")
+        with open(full, "w", encoding="utf-8") as fh:
+            fh.write(table_csv(rows))
+        best = rows[0]
+        text = (f"HeFT head search: {len(rows)} candidates ({len(layer_list)} layers x {bb.num_heads} heads x "
+                f"{len(cuts)} band cuts), {queries.shape[0]} known tracks, ranked by {rank_by} (values x100)\n"
+                f"best: layer {best['layer']}, head {best['head']}, band cut {best['freq_low']:g}\n\n"
+                f"{table_text(rows)}\n\nsaved: {file} (output folder)")
+        return io.NodeOutput(text, best["layer"], str(best["head"]), best["freq_low"], ui=ui.PreviewText(text))
+
+
+class VDT_HeFTPreset(VdtNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VDT_HeFTPreset",
+            display_name="VDT HeFT Preset",
+            category=category("tracking"),
+            description="HeFT's settings for a backbone (layer, head, RoPE band cut, noise level, window, radii, "
+                        "visibility threshold, EMA weight), from the authors' configs; link the outputs into the "
+                        "matching widgets of Extract Diffusion Features, Select Heads/Frequencies and the HeFT "
+                        "tracker. Wan2.1-14B and CogVideoX-5B have no published settings: their presets are our "
+                        "starting points (all heads), to refine with VDT HeFT Head Search.",
+            inputs=[
+                io.Combo.Input("preset", options=list(PRESETS), default="Wan2.1-1.3B",
+                               tooltip="Backbone. Published (HeFT configs): Wan2.1-1.3B, Cosmos-Predict2-2B, "
+                                       "CogVideoX-2B. Ours (not published): Wan2.1-14B, CogVideoX-5B."),
+            ],
+            outputs=[
+                io.Int.Output(display_name="layer"),
+                io.String.Output(display_name="heads"),
+                io.String.Output(display_name="rope_dims"),
+                io.Float.Output(display_name="freq_low"),
+                io.Float.Output(display_name="freq_high"),
+                io.Float.Output(display_name="noise_level"),
+                io.Int.Output(display_name="window"),
+                io.Float.Output(display_name="argmax_radius"),
+                io.Float.Output(display_name="search_radius"),
+                io.Float.Output(display_name="vis_threshold"),
+                io.Float.Output(display_name="ema_alpha"),
+                io.String.Output(display_name="summary"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, preset) -> io.NodeOutput:
+        p = get_preset(preset)
+        summary = (f"{p.name} ({p.model}): layer {p.layer}, heads {p.heads}, RoPE dims "
+                   f"{','.join(map(str, p.rope_dims))}, band cut {p.freq_low:g}-{p.freq_high:g}, noise level "
+                   f"{p.noise_level:.4f}, window {p.window} frames, argmax/search radius {p.argmax_radius:g}/"
+                   f"{p.search_radius:g} px, visibility threshold {p.vis_threshold:g} px, EMA {p.ema_alpha:g}; "
+                   f"radii tuned at {p.resolution[0]}x{p.resolution[1]} (scale them with your frame size). "
+                   f"Source: {p.source}.")
+        return io.NodeOutput(p.layer, p.heads, ",".join(map(str, p.rope_dims)), p.freq_low, p.freq_high,
+                             p.noise_level, p.window, p.argmax_radius, p.search_radius, p.vis_threshold,
+                             p.ema_alpha, summary, ui=ui.PreviewText(summary))
+
+
+NODES = [VDT_TrackNearestNeighbour, VDT_TrackHeFT, VDT_TrackDiffTrack, VDT_TrackPoints, VDT_FlowTracker, VDT_HeFTPreset,
+         VDT_HeFTHeadSearch]

@@ -9,7 +9,8 @@ import torch
 
 from vdtrack.backbones.comfy_image import ComfyImageUNet, is_image_unet_model
 from vdtrack.backbones.schedules import seeded_noise
-from vdtrack.nodes.ted import VDT_ExtractAppearanceFeatures, VDT_TEDPreset, ted_preset
+from vdtrack.nodes.diffusion import VDT_ExtractAppearanceFeatures
+from vdtrack.nodes.propagation import VDT_TEDPreset, ted_preset
 
 from .conftest import synthetic_clip
 

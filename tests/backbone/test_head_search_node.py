@@ -9,7 +9,7 @@ import folder_paths
 import pytest
 import torch
 
-from vdtrack.nodes.head_search import VDT_HeFTHeadSearch, parse_layers
+from vdtrack.nodes.tracking import VDT_HeFTHeadSearch, parse_layers
 
 from .conftest import synthetic_clip
 

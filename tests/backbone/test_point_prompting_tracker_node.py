@@ -10,7 +10,7 @@ import torch
 
 import comfy.model_management
 
-from vdtrack.nodes.point_prompting_tracker import VDT_PointPromptingTracker
+from vdtrack.nodes.point_prompting import VDT_PointPromptingTracker
 
 from vdt_dev.backbone_checks import assert_unchanged, model_state
 from .conftest import synthetic_clip

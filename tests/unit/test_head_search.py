@@ -104,7 +104,7 @@ def test_presets_match_the_published_configs():
 
 
 def test_preset_node_outputs_and_docs_table():
-    from vdtrack.nodes.heft_presets import VDT_HeFTPreset
+    from vdtrack.nodes.tracking import VDT_HeFTPreset
     out = VDT_HeFTPreset.execute("Cosmos-Predict2-2B").result
     assert out[:5] == (18, "6", "44,42,42", 0.1, 1.0)
     assert out[6:11] == (25, 18.0, 42.0, 26.0, 0.05) and "configs/cosmos_config.sh" in out[11]

@@ -35,3 +35,10 @@ def test_node_files_and_every_node_checks_its_numbers(schemas):
         module = cls.__module__.rsplit(".", 1)[1]
         assert module not in ("io", "ui", "nodes"), cls.__module__
         assert issubclass(cls, VdtNode), s.node_id
+
+
+def test_one_file_per_category_named_after_it(schemas):
+    """The nodes of category vdtrack/X live in nodes/X.py, and nowhere else: a newcomer finds a node's code from
+    its menu entry, and a file never mixes families."""
+    for cls, s in schemas.items():
+        assert s.category == f"vdtrack/{cls.__module__.rsplit('.', 1)[1]}", (s.node_id, cls.__module__, s.category)

@@ -9,7 +9,7 @@ import folder_paths
 import pytest
 import torch
 
-from vdtrack.nodes.compare import VDT_CompareTrackers, format_table, parse_names
+from vdtrack.nodes.evaluation import VDT_CompareTrackers, format_table, parse_names
 from vdtrack.nodes.features import VDT_PixelFeatures
 from vdtrack.nodes.tracking import VDT_FlowTracker
 from vdtrack.nodes.timing import seconds_of
@@ -80,7 +80,7 @@ def test_seconds_accumulate_along_a_chain():
 
 
 def test_average_features_is_the_mean_and_names_bad_inputs():
-    from vdtrack.nodes.ted import VDT_AverageFeatures
+    from vdtrack.nodes.features import VDT_AverageFeatures
 
     def fd(x, seed):
         return {"features": x, "stride": (4.0, 4.0), "frame_size": (8, 8), "meta": {"seed": seed, "seconds": 2.0}}

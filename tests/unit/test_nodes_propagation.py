@@ -15,8 +15,8 @@ from vdtrack.nodes.propagation import VDT_PropagateKeypoints, VDT_PropagateLabel
 
 def test_schemas():
     ids = {n.define_schema().node_id for n in propagation.NODES + point_prompting.NODES}
-    assert ids == {"VDT_PropagateLabels", "VDT_PropagateKeypoints", "VDT_DrawMarkers", "VDT_RebalanceColors",
-                   "VDT_TrackRedMarkers"}
+    assert ids == {"VDT_PropagateLabels", "VDT_PropagateKeypoints", "VDT_TEDPreset", "VDT_DrawMarkers",
+                   "VDT_RebalanceColors", "VDT_TrackRedMarkers", "VDT_PointPromptingTracker"}
     for mod, fam in ((propagation, "propagation"), (point_prompting, "point_prompting")):
         for n in mod.NODES:
             s = n.define_schema()
