@@ -2,15 +2,12 @@
 pinned so a regression in the VAE/DiT path, the first-frame guidance, feature capture or the red-marker tracker
 shows up. The pinned values were measured with tools/eval_embedded.py's settings on the same held-out clip."""
 import os
-import sys
 
 import pytest
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import eval_embedded as ev  # noqa: E402
+from vdt_dev.paths import ROOT
+from vdt_model import evaluate as ev
 
 MODELS = os.path.join(ROOT, "models")
 SEED_BASE = 900000           # the evaluation's held-out clips (training never draws these seeds on purpose)

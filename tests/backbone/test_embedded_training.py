@@ -1,13 +1,9 @@
 """The embedded model's training pieces that can be checked without training: the latent-statistics fold, the
 dot map and the pack's model-folder registration."""
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "tools"))
-import train_embedded as te  # noqa: E402
+from vdt_model import train as te
 
 
 def test_fold_makes_comfyui_normalisation_return_the_standardised_latent():
