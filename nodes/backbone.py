@@ -13,7 +13,8 @@ from ..backbones.diffusers_common import FAMILIES, detect_family, load_backbone
 from ..backbones.protocol import FeatureSpec
 from ..kernels.checks import check_video
 from .common import Backbone, Features, Progress, category
-from .inputs import KEYS_OUTPUT_TOOLTIP, QK, VdtNode, feature_kinds, features_and_keys, seed_input, video_input
+from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, feature_kinds,
+                     features_and_keys, noise_level_input, noise_level_of, seed_input, timestep_input, video_input)
 from .timing import now, stamp_features
 
 NONE = "(from the model folder)"
@@ -135,22 +136,20 @@ class VDT_ExtractBackboneFeatures(VdtNode):
             inputs=[
                 Backbone.Input("backbone", tooltip="A VDT_BACKBONE (diffusers or ComfyUI-native adapter)."),
                 video_input(what="The video (resized to the model's size multiple)"),
-                io.Float.Input("noise_level", default=0.3, min=0.0, max=1.0, step=0.001,
-                               tooltip="Fraction of the model's schedule (ComfyUI denoise sense, 0 = clean). "
-                                       "Ignored when timestep >= 0."),
-                io.Int.Input("timestep", default=-1, min=-1, max=1000,
-                             tooltip="Paper timestep t of 1000 (e.g. TED 300, DiffTrack 19); -1 = use noise_level."),
+                noise_level_input(),
+                timestep_input(),
                 io.Int.Input("layer", default=-1, min=-1, max=200,
                              tooltip="Block index (UNets: up block; DiTs: transformer block); -1 = the family's "
                                      "default (I2VGen-XL/SVD 2, CogVideoX 17, Wan 18, clamped to the model)."),
                 io.Combo.Input("kind", options=list(KINDS), default="block",
                                tooltip="block output, or per-head self-attention queries/keys (DiTs only); q+k: "
-                                       "both from ONE pass (queries out first, keys second: DiffTrack)."),
+                                       "both from ONE pass (queries out first, keys second: DiffTrack). Default "
+                                       "block: TED's motion features and Track4Gen's SVD features."),
                 io.Int.Input("window", default=0, min=0, max=1024,
                              tooltip="Video frames per forward pass; 0 = the model's default (I2VGen 16, SVD 14/25, "
                                      "CogVideoX 13, Wan 81)."),
                 io.Int.Input("overlap", default=2, min=0, max=1023,
-                             tooltip="Frames shared by consecutive windows (TED uses 2)."),
+                             tooltip="Frames shared by consecutive windows. Default 2: TED's (its overlap ablation)."),
                 seed_input("Seed of the added noise.", control_after_generate=True),
                 io.Combo.Input("chunking", options=list(CHUNKING_OPTIONS), default="auto", optional=True,
                                tooltip="anchor: DiffTrack's published passes, frame 0 plus `window` - 1 strided "
@@ -165,12 +164,12 @@ class VDT_ExtractBackboneFeatures(VdtNode):
         )
 
     @classmethod
-    def execute(cls, backbone, images, noise_level=0.3, timestep=-1, layer=-1, kind="block", window=0, overlap=2,
-                seed=0, chunking="auto") -> io.NodeOutput:
+    def execute(cls, backbone, images, noise_level=NOISE_LEVEL_DEFAULT, timestep=TIMESTEP_OFF, layer=-1, kind="block",
+                window=0, overlap=2, seed=0, chunking="auto") -> io.NodeOutput:
         start = now()
         frames = check_video("images", images)
         frames = frames[..., :3] if frames.shape[-1] >= 3 else frames.expand(-1, -1, -1, 3)
-        level = backbone.level_from_timestep(float(timestep)) if timestep >= 0 else float(noise_level)
+        level = noise_level_of(backbone, noise_level, timestep)
         if layer < 0:
             layer = backbone.default_layer
         if layer >= backbone.num_layers:

@@ -14,7 +14,8 @@ from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
 from .common import Features, Progress, category
-from .inputs import KEYS_OUTPUT_TOOLTIP, QK, VdtNode, feature_kinds, features_and_keys, seed_input, video_input
+from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, feature_kinds,
+                     features_and_keys, noise_level_input, noise_level_of, seed_input, timestep_input, video_input)
 from .timing import now, stamp_features
 
 KINDS = ("k", "q", "block", QK)
@@ -55,10 +56,10 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                         "captures a block output or the per-head self-attention query/key (after QK-norm) of one "
                         "layer, per video frame. Long clips run in overlapping windows. " + SIZE_NOTE,
             inputs=[
-                io.Model.Input("model", tooltip="A video diffusion model: Wan 2.1/2.2 or Cosmos-Predict2 (Load Diffusion "
-                                                "Model), or SVD (Image Only Checkpoint Loader)."),
-                io.Vae.Input("vae", tooltip="The model's VAE (the Wan 2.1 VAE for Wan 2.1, Wan 2.2 14B and Cosmos-Predict2; "
-                                            "the checkpoint's VAE for SVD)."),
+                io.Model.Input("model", tooltip="A video diffusion model: Wan 2.1/2.2 or Cosmos-Predict2 (Load "
+                                                "Diffusion Model), or SVD (Image Only Checkpoint Loader)."),
+                io.Vae.Input("vae", tooltip="The model's VAE (the Wan 2.1 VAE for Wan 2.1, Wan 2.2 14B and "
+                                            "Cosmos-Predict2; the checkpoint's VAE for SVD)."),
                 video_input(what="The clip"),
                 io.Int.Input("layer", default=18, min=0, max=255,
                              tooltip="Transformer block index (0-based). HeFT: 18 for Wan2.1-1.3B and Cosmos-2B."),
@@ -66,15 +67,11 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                                tooltip="k/q: self-attention key/query per head [frames,heads,128,h,w] (HeFT and "
                                        "DiffTrack use keys/queries); q+k: both from ONE forward pass (queries "
                                        "out first, keys second: DiffTrack); block: the block output "
-                                       "[frames,C,h,w]."),
+                                       "[frames,C,h,w]. Default k: HeFT tracks on keys."),
                 io.Combo.Input("rope", options=["after", "before"], default="after",
                                tooltip="q/k after RoPE (what attention sees; HeFT/DiffTrack) or before it."),
-                io.Float.Input("noise_level", default=0.02, min=0.0, max=1.0, step=0.005,
-                               tooltip="Fraction of the model's own schedule (ComfyUI denoise sense; 1 = pure "
-                                       "noise). HeFT's last of 50 steps = 0.02. Ignored when timestep > 0."),
-                io.Int.Input("timestep", default=0, min=0, max=1000,
-                             tooltip="Paper timestep t of 1000 (the value the model's time embedding gets). "
-                                     "0 = use noise_level; > 0 takes precedence over noise_level."),
+                noise_level_input(),
+                timestep_input(),
                 io.String.Input("heads", default="",
                                 tooltip="Heads to keep for q/k, e.g. '1' or '1,6'; empty = all heads."),
                 io.Int.Input("window", default=0, min=0, max=1024,
@@ -82,7 +79,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                                      "(81 for Wan, 25 for Cosmos (HeFT), 14 for SVD)."),
                 io.Int.Input("overlap", default=0, min=0, max=1023,
                              tooltip="Frames shared by consecutive windows (split in the middle; a short final "
-                                     "window borrows earlier frames and drops their features)."),
+                                     "window borrows earlier frames and drops their features). Default 0 (ours: "
+                                     "no frame computed twice); TED uses 2 (VDT TED Preset)."),
                 seed_input("Noise seed (same inputs + seed = same features).", control_after_generate=True),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="Text conditioning (umT5 for Wan); default: empty prompt as an "
@@ -102,13 +100,13 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
     TEXT_CHECKS = {"heads": lambda h: parse_int_list("heads", h)}
 
     @classmethod
-    def execute(cls, model, vae, images, layer=18, kind="k", rope="after", noise_level=0.02, timestep=0,
-                heads="", window=0, overlap=0, seed=0, conditioning=None, clip_vision_output=None,
-                condition_on_first_frame=False) -> io.NodeOutput:
+    def execute(cls, model, vae, images, layer=18, kind="k", rope="after", noise_level=NOISE_LEVEL_DEFAULT,
+                timestep=TIMESTEP_OFF, heads="", window=0, overlap=0, seed=0, conditioning=None,
+                clip_vision_output=None, condition_on_first_frame=False) -> io.NodeOutput:
         start = now()
         frames = check_video("images", images)
         bb = backbone_from_model(model, vae, text=conditioning)
-        level = bb.level_from_timestep(float(timestep)) if int(timestep) > 0 else float(noise_level)
+        level = noise_level_of(bb, noise_level, timestep)
         head_list = parse_int_list("heads", heads)
         spec = FeatureSpec([int(layer)], kinds=feature_kinds(kind, KINDS), heads=head_list, rope=rope,
                            window=int(window), overlap=int(overlap))

@@ -240,6 +240,38 @@ def features_and_keys(feats: dict, layer: int, kind: str) -> tuple[dict, dict]:
     return feats[f"{kind}{layer}"], feats[f"{kind}{layer}"]
 
 
+# ------------------------------------------------------------------------------------------- noise level
+
+# The two feature-extraction nodes (Extract Diffusion Features, Extract Backbone Features) share these inputs, so
+# their noise convention cannot drift apart (tests/unit/test_node_schemas.py compares the two schemas).
+NOISE_LEVEL_DEFAULT = 0.02     # HeFT's official code: features of the last of 50 sampling steps (docs/methods.md §3)
+TIMESTEP_OFF = 0               # timestep 0 = no timestep, noise_level applies (t = 0 is the clean pass: noise level 0)
+TIMESTEP_OFF_LEGACY = -1       # Extract Backbone Features' former 'no timestep': still accepted, same meaning
+
+
+def noise_level_input():
+    return io.Float.Input("noise_level", default=NOISE_LEVEL_DEFAULT, min=0.0, max=1.0, step=0.001,
+                          tooltip="Fraction of the model's own sampling schedule (ComfyUI denoise sense: 0 = clean, "
+                                  "1 = pure noise). Default 0.02: HeFT's last of 50 steps (its official code). "
+                                  "Used when timestep is 0.")
+
+
+def timestep_input():
+    return io.Int.Input("timestep", default=TIMESTEP_OFF, min=TIMESTEP_OFF_LEGACY, max=1000,
+                        tooltip="A paper's timestep t of 1000 (what the model's time embedding gets; e.g. TED 300, "
+                                "DiffTrack 19), converted to the model's noise level; takes precedence over "
+                                "noise_level. 0 = use noise_level (the default; t = 0 would be the clean pass, which "
+                                "noise_level 0 gives). -1, the 'off' value of older graphs, means the same as 0.")
+
+
+def noise_level_of(backbone, noise_level: float, timestep: int) -> float:
+    """The noise level (fraction of the model's schedule) a feature pass runs at: a `timestep` >= 1 (a paper's t
+    of 1000) converted by the backbone, else `noise_level` (timestep 0, or -1 of older graphs)."""
+    if int(timestep) > TIMESTEP_OFF:
+        return backbone.level_from_timestep(float(timestep))
+    return float(noise_level)
+
+
 # ------------------------------------------------------------------------------------------- videos and tracks
 
 def rgb_video(name: str, images, min_frames: int = 1) -> torch.Tensor:

@@ -41,6 +41,31 @@ def test_timestep_takes_precedence_over_noise_level(wan_t2v, wan_vae):
     assert torch.allclose(a["features"], b["features"], atol=1e-5)
 
 
+
+def test_both_extraction_nodes_keep_old_off_values(wan_t2v, wan_vae):
+    """One convention for 'no timestep': 0 (Extract Diffusion Features' old value) and -1 (Extract Backbone
+    Features' old value) both mean 'use noise_level' in both nodes, and the two nodes give the same features for
+    the same settings on the same model (the backbone node over the ComfyUI-native adapter)."""
+    from vdtrack.backbones.comfy_native import backbone_from_model
+    from vdtrack.nodes.backbone import VDT_ExtractBackboneFeatures
+
+    clip = synthetic_clip(5, 32, 32)
+    kw = dict(layer=1, kind="block", noise_level=0.3, window=0, overlap=0, seed=4)
+    ref = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, timestep=0, **kw).result[0]
+    assert ref["meta"]["noise_level"] == pytest.approx(0.3)
+    backbone = backbone_from_model(wan_t2v, wan_vae)
+    for old in (0, -1):
+        d = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, timestep=old, **kw).result[0]
+        b = VDT_ExtractBackboneFeatures.execute(backbone, clip, timestep=old, **kw).result[0]
+        for f in (d, b):
+            assert f["meta"]["noise_level"] == pytest.approx(0.3)
+            assert torch.equal(f["features"], ref["features"]), old
+    # a timestep takes precedence in both, converted by the same rule
+    d = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, timestep=500, **kw).result[0]
+    b = VDT_ExtractBackboneFeatures.execute(backbone, clip, timestep=500, **kw).result[0]
+    assert d["meta"]["noise_level"] == b["meta"]["noise_level"] == pytest.approx(0.5 / (8 - 7 * 0.5))
+    assert torch.equal(d["features"], b["features"])
+
 def test_extract_validation(wan_t2v, wan_vae):
     clip = synthetic_clip(5, 32, 32)
     with pytest.raises(ValueError, match="model"):

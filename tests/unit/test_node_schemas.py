@@ -42,3 +42,34 @@ def test_one_file_per_category_named_after_it(schemas):
     its menu entry, and a file never mixes families."""
     for cls, s in schemas.items():
         assert s.category == f"vdtrack/{cls.__module__.rsplit('.', 1)[1]}", (s.node_id, cls.__module__, s.category)
+
+
+def test_feature_extraction_nodes_share_one_noise_convention(schemas):
+    """Extract Diffusion Features and Extract Backbone Features take the noise level and the paper timestep the same
+    way (same ids, defaults, ranges, tooltips): fails as soon as one of them drifts apart again."""
+    from vdtrack.nodes.backbone import VDT_ExtractBackboneFeatures
+    from vdtrack.nodes.diffusion import VDT_ExtractDiffusionFeatures
+
+    def noise_inputs(cls):
+        return {i.id: i.as_dict() for i in schemas[cls].inputs if i.id in ("noise_level", "timestep")}
+
+    diffusion, backbone = noise_inputs(VDT_ExtractDiffusionFeatures), noise_inputs(VDT_ExtractBackboneFeatures)
+    assert set(diffusion) == {"noise_level", "timestep"} and diffusion == backbone
+    assert (diffusion["timestep"]["default"], diffusion["timestep"]["min"]) == (0, -1)   # 0 = off; -1: old 'off'
+    assert diffusion["noise_level"]["default"] == 0.02                                  # HeFT: last of 50 steps
+    for cls in (VDT_ExtractDiffusionFeatures, VDT_ExtractBackboneFeatures):
+        for old in (-1, 0):                       # the two nodes' former 'no timestep' values still validate
+            assert cls.validate_inputs(noise_level=0.3, timestep=old) is True, (cls, old)
+        assert cls.validate_inputs(timestep=-2).startswith("timestep")
+
+
+def test_noise_level_of_a_timestep_or_the_noise_level():
+    from vdtrack.nodes.inputs import noise_level_of
+
+    class Schedule:                               # a backbone whose level is t / 1000
+        def level_from_timestep(self, t):
+            return t / 1000.0
+
+    assert noise_level_of(Schedule(), 0.3, 0) == 0.3 and noise_level_of(Schedule(), 0.3, -1) == 0.3
+    assert noise_level_of(Schedule(), 0.3, 1) == 0.001 and noise_level_of(Schedule(), 0.7, 300) == 0.3
+    assert noise_level_of(Schedule(), 0.9, 500) == 0.5
