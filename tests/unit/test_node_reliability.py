@@ -8,7 +8,6 @@ import json
 import os
 import zipfile
 
-import folder_paths
 import numpy as np
 import pytest
 import torch
@@ -53,18 +52,6 @@ def test_hostile_point_text():
                  '[{"x": 1e999, "y": 1}]', '[{"x": ' + "1" * 5000 + ', "y": 1}]'):
         with pytest.raises(ValueError, match="^points: "):
             parse_points(text, 4, (32, 32))
-
-
-@pytest.fixture
-def folders(tmp_path):
-    old = (folder_paths.get_output_directory(), folder_paths.get_input_directory())
-    for k in ("output", "input"):
-        (tmp_path / k).mkdir()
-    folder_paths.set_output_directory(str(tmp_path / "output"))
-    folder_paths.set_input_directory(str(tmp_path / "input"))
-    yield tmp_path
-    folder_paths.set_output_directory(old[0])
-    folder_paths.set_input_directory(old[1])
 
 
 def _npy(arr: np.ndarray, claim_shape=None) -> bytes:
@@ -114,7 +101,7 @@ def test_untrusted_track_files(tmp_path):
         assert len(str(e.value)) < 400, str(e.value)
 
 
-def test_load_tracks_path_input(folders):
+def test_load_tracks_path_input(comfy_folders):
     with pytest.raises(ValueError, match="^path: "):
         resolve_track_file(5)
     with pytest.raises(ValueError, match="^path: "):
@@ -123,12 +110,12 @@ def test_load_tracks_path_input(folders):
         VDT_LoadTracks.execute("(use path)", "x" * 5000 + ".npz")
 
 
-def test_save_prefix_control_characters(folders):
+def test_save_prefix_control_characters(comfy_folders):
     tracks = {"track_path": torch.zeros(2, 1, 2), "track_visibility": torch.ones(2, 1, dtype=torch.bool)}
     for prefix in ("a\x00b", "a\nb", 5):
         with pytest.raises(ValueError, match="^filename_prefix: "):
             VDT_SaveTracks.execute(tracks, "csv", prefix)
-    assert not any(os.scandir(folders / "output"))
+    assert not any(os.scandir(comfy_folders / "output"))
 
 
 def test_one_channel_images_and_tiny_frames():

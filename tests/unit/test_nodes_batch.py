@@ -8,7 +8,6 @@ import math
 import os
 from fractions import Fraction
 
-import folder_paths
 import pytest
 import torch
 from comfy_api.latest import InputImpl, Types
@@ -18,18 +17,6 @@ from vdtrack.kernels.tracks_io import save_tracks_npz
 from vdtrack.nodes import batch as batch_nodes
 from vdtrack.nodes.batch import VDT_BatchReport, VDT_ClipFolder
 from vdtrack.nodes.evaluation import VDT_DavisReport, VDT_TapVidReport
-
-
-@pytest.fixture
-def folders(tmp_path):
-    old = (folder_paths.get_output_directory(), folder_paths.get_input_directory())
-    for k in ("output", "input"):
-        (tmp_path / k).mkdir()
-    folder_paths.set_output_directory(str(tmp_path / "output"))
-    folder_paths.set_input_directory(str(tmp_path / "input"))
-    yield tmp_path
-    folder_paths.set_output_directory(old[0])
-    folder_paths.set_input_directory(old[1])
 
 
 def _write_clip(folder, name, seed, truth=True, frames=6, size=32):
@@ -43,8 +30,8 @@ def _write_clip(folder, name, seed, truth=True, frames=6, size=32):
     return clip
 
 
-def test_clip_folder_lists_clips_points_and_truth(folders):
-    d = folders / "input" / "shots"
+def test_clip_folder_lists_clips_points_and_truth(comfy_folders):
+    d = comfy_folders / "input" / "shots"
     clips = {n: _write_clip(str(d), n, seed) for seed, n in enumerate(["b.mp4", "a.mp4", "c.mp4"])}
     (d / "b.points.json").write_text('[{"x": 3, "y": 4}]')
     (d / "notes.txt").write_text("not a clip")
@@ -63,8 +50,8 @@ def test_clip_folder_lists_clips_points_and_truth(folders):
     assert all(o.is_output_list for o in schema.outputs)
 
 
-def test_clip_folder_errors_name_the_input(folders, monkeypatch):
-    d = folders / "input" / "shots"
+def test_clip_folder_errors_name_the_input(comfy_folders, monkeypatch):
+    d = comfy_folders / "input" / "shots"
     _write_clip(str(d), "a.mp4", 0, truth=False)
     for folder, words in (("../x", "folder: '../x' must be a relative"), ("/etc", "folder: '/etc' must be"),
                           ("nope", "folder: 'nope' is not a folder"), ("", "folder: empty")):
@@ -90,7 +77,7 @@ def _tracks(seed, shift=0.0):
     return pred, gt
 
 
-def test_batch_report_rows_mean_and_csv(folders):
+def test_batch_report_rows_mean_and_csv(comfy_folders):
     items = [_tracks(0), _tracks(1, shift=0.3), _tracks(2, shift=0.9)]   # 2.4 and 7.2 px at 256
     pred, gt = [p for p, _ in items], [g for _, g in items]
     out = VDT_BatchReport.execute(predicted_tracks=pred, ground_truth_tracks=gt, names=["x", "y", "z"],
@@ -103,13 +90,13 @@ def test_batch_report_rows_mean_and_csv(folders):
     assert out.ui["text"][0] == report
     saved = report.splitlines()[-1]
     assert saved.startswith("saved: rep/batch_") and saved.endswith(".csv (output folder)")
-    rows = list(csv.reader(open(folders / "output" / saved.split()[1])))
+    rows = list(csv.reader(open(comfy_folders / "output" / saved.split()[1])))
     assert rows[0] == ["clip", "AJ", "delta_avg", "OA"] and [r[0] for r in rows[1:]] == ["x", "y", "z", "mean"]
     assert float(rows[2][1]) == pytest.approx(single[1], abs=1e-3)
     assert float(rows[4][1]) == pytest.approx(mean_aj, abs=1e-3)
 
 
-def test_batch_report_masks_and_errors(folders):
+def test_batch_report_masks_and_errors(comfy_folders):
     clip = make_clip(frames=5, height=32, width=32, num_objects=1, points_per_object=0, seed=3)
     gt = (clip.labels > 0).float()
     pred = [gt, torch.roll(gt, 3, dims=2)]

@@ -5,7 +5,6 @@ import json
 import os
 
 import av
-import folder_paths
 import pytest
 import torch
 
@@ -15,21 +14,6 @@ from vdtrack.nodes.tracking import VDT_FlowTracker
 from vdtrack.nodes.tracks import (VDT_ATIToTracks, VDT_LoadTracks, VDT_PointsFromString, VDT_SaveTracks,
                                   VDT_TracksToATI, VDT_TracksToMask)
 from vdtrack.nodes.visualize import VDT_VisualizeTracks
-
-
-@pytest.fixture
-def folders(tmp_path):
-    old = (folder_paths.get_output_directory(), folder_paths.get_input_directory(), folder_paths.get_temp_directory())
-    dirs = {k: tmp_path / k for k in ("output", "input", "temp")}
-    for d in dirs.values():
-        d.mkdir()
-    folder_paths.set_output_directory(str(dirs["output"]))
-    folder_paths.set_input_directory(str(dirs["input"]))
-    folder_paths.set_temp_directory(str(dirs["temp"]))
-    yield dirs
-    folder_paths.set_output_directory(old[0])
-    folder_paths.set_input_directory(old[1])
-    folder_paths.set_temp_directory(old[2])
 
 
 def small_tracks(t=5, n=3):
@@ -64,13 +48,13 @@ def test_points_from_string():
 
 
 @pytest.mark.parametrize("fmt", ["npz", "json", "csv"])
-def test_save_and_load_tracks(folders, fmt):
+def test_save_and_load_tracks(comfy_folders, fmt):
     tr = small_tracks()
     out = VDT_SaveTracks.execute(tr, fmt, "vdtrack/tracks")
     (path,) = out.result
-    assert path.startswith(str(folders["output"])) and path.endswith(f".{fmt}") and os.path.isfile(path)
+    assert path.startswith(str((comfy_folders / "output"))) and path.endswith(f".{fmt}") and os.path.isfile(path)
     assert out.ui is not None
-    rel = os.path.relpath(path, folders["output"]).replace(os.sep, "/")
+    rel = os.path.relpath(path, (comfy_folders / "output")).replace(os.sep, "/")
     assert f"{rel} [output]" in VDT_LoadTracks.define_schema().inputs[0].options
     for file, text in ((f"{rel} [output]", ""), (vdt_io.USE_PATH, rel), (vdt_io.USE_PATH, f"{rel} [output]")):
         (back,) = VDT_LoadTracks.execute(file, text).result
@@ -81,7 +65,7 @@ def test_save_and_load_tracks(folders, fmt):
     assert fp1 == VDT_LoadTracks.fingerprint_inputs(f"{rel} [output]", "")
 
 
-def test_save_rejects_traversal_and_load_rejects_outside(folders, tmp_path):
+def test_save_rejects_traversal_and_load_rejects_outside(comfy_folders, tmp_path):
     tr = small_tracks()
     for bad in ("../evil", "/abs/evil", "a/../../evil", ""):
         with pytest.raises(ValueError, match="filename_prefix"):
@@ -91,16 +75,16 @@ def test_save_rejects_traversal_and_load_rejects_outside(folders, tmp_path):
     for bad in ("../outside.npz", str(outside), "..\\outside.npz", "missing.npz", "notes.txt"):
         with pytest.raises(ValueError, match="path"):
             VDT_LoadTracks.execute(vdt_io.USE_PATH, bad)
-    (folders["input"] / "link.npz").symlink_to(outside)         # a link that escapes the folder
+    ((comfy_folders / "input") / "link.npz").symlink_to(outside)         # a link that escapes the folder
     with pytest.raises(ValueError, match="outside"):
         VDT_LoadTracks.execute(vdt_io.USE_PATH, "link.npz")
 
 
-def test_load_from_input_folder(folders):
+def test_load_from_input_folder(comfy_folders):
     tr = small_tracks()
     VDT_SaveTracks.execute(tr, "json", "x/t")
-    src = next((folders["output"] / "x").iterdir())
-    (folders["input"] / "mine.json").write_text(src.read_text())
+    src = next(((comfy_folders / "output") / "x").iterdir())
+    ((comfy_folders / "input") / "mine.json").write_text(src.read_text())
     assert "mine.json" in VDT_LoadTracks.define_schema().inputs[0].options
     (back,) = VDT_LoadTracks.execute("mine.json", "").result
     assert torch.equal(back["track_path"], tr["track_path"])
@@ -123,7 +107,7 @@ def test_tracks_to_mask_node():
     assert mask.shape == (2, 16, 24) and float(mask[0, 8, 10]) == 1.0 and float(mask[1].sum()) == 0
 
 
-def test_visualize_writes_playable_preview(folders):
+def test_visualize_writes_playable_preview(comfy_folders):
     video = torch.rand(4, 31, 40, 3)                          # odd height: the preview crops to even
     tr = {"track_path": torch.tensor([[[10.0, 8.0]]] * 4), "track_visibility": torch.ones(4, 1, dtype=torch.bool)}
     out = VDT_VisualizeTracks.execute(video, tr, 3.0, 4, 8.0)
@@ -132,7 +116,7 @@ def test_visualize_writes_playable_preview(folders):
     ui = out.ui.as_dict()
     entry = ui["images"][0]
     assert entry["type"] == "temp" and entry["filename"].endswith(".mp4")
-    with av.open(os.path.join(folders["temp"], entry["subfolder"], entry["filename"])) as c:
+    with av.open(os.path.join((comfy_folders / "temp"), entry["subfolder"], entry["filename"])) as c:
         assert sum(1 for _ in c.decode(video=0)) == 4
     # tracks computed on a half-size frame are scaled to the video (pixel centres on integers at both sizes)
     video32 = torch.rand(4, 32, 40, 3)
@@ -144,7 +128,7 @@ def test_visualize_writes_playable_preview(folders):
         VDT_VisualizeTracks.execute(video[:3], tr, 3.0, 4, 8.0)
 
 
-def test_synthetic_node_feeds_flow_tracker(folders):
+def test_synthetic_node_feeds_flow_tracker(comfy_folders):
     images, tracks, union, labels, query = VDT_SyntheticClip.execute(1, 8, 64, 48, 2, 4, 4, "moving_objects").result
     assert images.shape == (8, 48, 64, 3) and union.shape == (8, 48, 64) and labels.shape == (8, 48, 64)
     assert set(labels.unique().tolist()) <= {0.0, 1.0, 2.0} and float(union.max()) <= 1.0
