@@ -11,11 +11,10 @@ from comfy_api.latest import io
 
 from ..backbones.diffusers_common import FAMILIES, detect_family, load_backbone
 from ..backbones.protocol import FeatureSpec
-from ..kernels.checks import check_video
-from .common import Backbone, Features, Progress, category
-from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, feature_kinds,
-                     features_and_keys, noise_level_input, noise_level_of, seed_input, timestep_input, video_input)
-from .timing import now, stamp_features
+from .common import Backbone, Features, category
+from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, extract, feature_kinds,
+                     noise_level_input, rgb_video, seed_input, timestep_input, video_input)
+from .timing import now
 
 NONE = "(from the model folder)"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -167,9 +166,7 @@ class VDT_ExtractBackboneFeatures(VdtNode):
     def execute(cls, backbone, images, noise_level=NOISE_LEVEL_DEFAULT, timestep=TIMESTEP_OFF, layer=-1, kind="block",
                 window=0, overlap=2, seed=0, chunking="auto") -> io.NodeOutput:
         start = now()
-        frames = check_video("images", images)
-        frames = frames[..., :3] if frames.shape[-1] >= 3 else frames.expand(-1, -1, -1, 3)
-        level = noise_level_of(backbone, noise_level, timestep)
+        frames = rgb_video("images", images)
         if layer < 0:
             layer = backbone.default_layer
         if layer >= backbone.num_layers:
@@ -178,11 +175,7 @@ class VDT_ExtractBackboneFeatures(VdtNode):
         chunking = resolve_chunking(chunking, backbone, kinds)
         spec = FeatureSpec(layers=[layer], kinds=kinds, window=window, overlap=overlap if chunking == "windows" else 0,
                            chunking=chunking)
-        feats = backbone.features(frames, level, spec, int(seed),
-                                  progress=Progress(backbone.num_windows(frames.shape[0], spec)))
-        first, keys = features_and_keys(feats, layer, kind)
-        stamp_features(first, start)
-        return io.NodeOutput(first, stamp_features(keys, start))
+        return extract(backbone, frames, noise_level, timestep, spec, seed, kind, start)
 
 
 def resolve_chunking(chunking: str, backbone, kinds) -> str:

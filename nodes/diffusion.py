@@ -14,8 +14,8 @@ from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
 from .common import Features, Progress, category
-from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, feature_kinds,
-                     features_and_keys, noise_level_input, noise_level_of, seed_input, timestep_input, video_input)
+from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, extract, feature_kinds,
+                     noise_level_input, rgb_video, seed_input, timestep_input, video_input)
 from .timing import now, stamp_features
 
 KINDS = ("k", "q", "block", QK)
@@ -104,20 +104,15 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                 timestep=TIMESTEP_OFF, heads="", window=0, overlap=0, seed=0, conditioning=None,
                 clip_vision_output=None, condition_on_first_frame=False) -> io.NodeOutput:
         start = now()
-        frames = check_video("images", images)
+        frames = rgb_video("images", images)
         bb = backbone_from_model(model, vae, text=conditioning)
-        level = noise_level_of(bb, noise_level, timestep)
         head_list = parse_int_list("heads", heads)
         spec = FeatureSpec([int(layer)], kinds=feature_kinds(kind, KINDS), heads=head_list, rope=rope,
                            window=int(window), overlap=int(overlap))
         cond = None
         if condition_on_first_frame or clip_vision_output is not None:
-            cond = ImageCond(frames[:1, ..., :3].float(), clip_vision_output, conditioning)
-        feats = bb.features(frames, level, spec, int(seed), cond=cond,
-                            progress=Progress(bb.num_windows(frames.shape[0], spec)))
-        first, keys = features_and_keys(feats, int(layer), kind)
-        stamp_features(first, start)
-        return io.NodeOutput(first, stamp_features(keys, start))
+            cond = ImageCond(frames[:1].float(), clip_vision_output, conditioning)
+        return extract(bb, frames, noise_level, timestep, spec, seed, kind, start, cond=cond)
 
 
 class VDT_CounterfactualRegenerate(VdtNode):

@@ -21,7 +21,8 @@ from comfy_api.latest import io
 from ..kernels.checks import check_video
 from ..kernels.datatypes import check_tracks
 from ..kernels.tracks_io import parse_points
-from .common import Tracks
+from .common import Progress, Tracks
+from .timing import stamp_features
 
 # ------------------------------------------------------------------------------------------- number checks
 
@@ -240,6 +241,18 @@ def features_and_keys(feats: dict, layer: int, kind: str) -> tuple[dict, dict]:
     return feats[f"{kind}{layer}"], feats[f"{kind}{layer}"]
 
 
+def extract(backbone, frames: torch.Tensor, noise_level: float, timestep: int, spec, seed: int, kind: str,
+            start: float, cond=None) -> io.NodeOutput:
+    """What both feature-extraction nodes do once their inputs are checked: one `backbone.features` pass over
+    `frames` [T,H,W,3] at the noise level of (noise_level, timestep) (noise_level_of), with the progress bar over
+    its windows, and the node's two outputs (features_and_keys of spec's one layer) stamped with the time since
+    `start` (nodes/timing.py)."""
+    feats = backbone.features(frames, noise_level_of(backbone, noise_level, timestep), spec, int(seed), cond=cond,
+                              progress=Progress(backbone.num_windows(frames.shape[0], spec)))
+    first, keys = features_and_keys(feats, spec.layers[0], kind)
+    return io.NodeOutput(stamp_features(first, start), stamp_features(keys, start))
+
+
 # ------------------------------------------------------------------------------------------- noise level
 
 # The two feature-extraction nodes (Extract Diffusion Features, Extract Backbone Features) share these inputs, so
@@ -249,11 +262,12 @@ TIMESTEP_OFF = 0               # timestep 0 = no timestep, noise_level applies (
 TIMESTEP_OFF_LEGACY = -1       # Extract Backbone Features' former 'no timestep': still accepted, same meaning
 
 
-def noise_level_input():
+def noise_level_input(timestep: bool = True):
+    """The noise level of a feature pass; `timestep`: the node also has timestep_input (which takes precedence)."""
     return io.Float.Input("noise_level", default=NOISE_LEVEL_DEFAULT, min=0.0, max=1.0, step=0.001,
                           tooltip="Fraction of the model's own sampling schedule (ComfyUI denoise sense: 0 = clean, "
-                                  "1 = pure noise). Default 0.02: HeFT's last of 50 steps (its official code). "
-                                  "Used when timestep is 0.")
+                                  "1 = pure noise). Default 0.02: HeFT's last of 50 steps (its official code)."
+                                  + (" Used when timestep is 0." if timestep else ""))
 
 
 def timestep_input():

@@ -14,7 +14,6 @@ from comfy_api.latest import io, ui
 
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec
-from ..kernels.checks import check_video
 from ..kernels.datatypes import check_features, check_tracks, make_tracks
 from ..kernels.difftrack import track_difftrack
 from ..kernels.feature_select import LAYOUTS
@@ -27,8 +26,8 @@ from ..kernels.nn_tracker import track_nearest_neighbour
 from ..kernels.tracks_io import parse_points
 from .common import Backbone, Features, Progress, Tracks, category, output_path
 from .features import parse_rope_dims
-from .inputs import (VdtNode, cells_radius_input, optional_prefix_syntax, pixels_radius_input, points_input,
-                     points_syntax, rgb_video, video_input)
+from .inputs import (VdtNode, cells_radius_input, noise_level_input, optional_prefix_syntax, pixels_radius_input,
+                     points_input, points_syntax, rgb_video, video_input)
 from .timing import now, stamp_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
@@ -139,7 +138,9 @@ def _nn_inputs(prefix: str = "") -> list:
     ]
 
 
-def _heft_inputs() -> list:
+def _heft_setting_inputs() -> list:
+    """The four HeFT settings its configs give per backbone (VDT HeFT Preset outputs them), for the tracker nodes
+    and the head search."""
     return [
         pixels_radius_input("argmax_radius", 17.0, 0.0, 1024.0,
                             "Soft-argmax disk around the argmax (Wan 17, Cosmos 18, CogVideoX 13)."),
@@ -151,6 +152,12 @@ def _heft_inputs() -> list:
                             "CogVideoX 27)."),
         io.Float.Input("ema_alpha", default=0.05, min=0.0, max=1.0, step=0.01,
                        tooltip="Query-descriptor EMA weight (0.05 Wan/Cosmos, 0.1 CogVideoX; 0 = fixed query)."),
+    ]
+
+
+def _heft_inputs() -> list:
+    return [
+        *_heft_setting_inputs(),
         io.Float.Input("temperature", default=1.0, min=0.001, max=100.0, step=0.01,
                        tooltip="Softmax temperature over cosine (1 in HeFT)."),
     ]
@@ -391,8 +398,7 @@ class VDT_HeFTHeadSearch(VdtNode):
                                 tooltip="Blocks to search, e.g. '16-20' or '12,18,24' (0-based)."),
                 io.Combo.Input("kind", options=["k", "q"], default="k",
                                tooltip="Self-attention keys (HeFT) or queries, after QK-norm and RoPE."),
-                io.Float.Input("noise_level", default=0.02, min=0.0, max=1.0, step=0.005,
-                               tooltip="Fraction of the model's schedule (HeFT: the last of 50 steps = 0.02)."),
+                noise_level_input(timestep=False),
                 io.Int.Input("window", default=25, min=0, max=1024,
                              tooltip="Video frames per pass (HeFT: 25); 0 = the model's default."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Noise seed."),
@@ -404,19 +410,11 @@ class VDT_HeFTHeadSearch(VdtNode):
                                         "CogVideoX 16,24,24)."),
                 io.Combo.Input("layout", options=list(LAYOUTS), default="contiguous",
                                tooltip="RoPE channel layout for the cut ('contiguous' = HeFT's slicing)."),
-                io.Float.Input("argmax_radius", default=17.0, min=0.0, max=1024.0, step=0.5,
-                               tooltip="HeFT soft-argmax disk, pixels."),
-                io.Float.Input("search_radius", default=42.0, min=1.0, max=4096.0, step=0.5,
-                               tooltip="HeFT search disk around the previous position, pixels."),
-                io.Float.Input("vis_threshold", default=18.0, min=0.0, max=4096.0, step=0.5,
-                               tooltip="HeFT forward-backward visibility threshold, pixels."),
-                io.Float.Input("ema_alpha", default=0.05, min=0.0, max=1.0, step=0.01,
-                               tooltip="HeFT query-descriptor EMA weight."),
-                io.Combo.Input("heft_resolution", options=["pixels", "feature grid"], default="pixels",
-                               tooltip="'pixels' = as published (sub-cell); 'feature grid' = much faster, coarser."),
+                *_heft_setting_inputs(),
+                io.Combo.Input("heft_resolution", options=HEFT_RESOLUTION, default="pixels",
+                               tooltip=RESOLUTION_TOOLTIP),
                 io.Combo.Input("fb_mode", options=list(HEFT_FB_MODES), default="speculative",
-                               tooltip="HeFT forward-backward mode (see the tracker; 'no_feedback' is fastest and not "
-                                       "the published feedback)."),
+                               tooltip=FB_MODE_TOOLTIP),
                 io.Combo.Input("rank_by", options=list(RANK_KEYS), default="average_jaccard",
                                tooltip="Metric the table is sorted by (ties: delta_avg)."),
                 io.Float.Input("max_feature_gib", default=8.0, min=1e-6, max=1024.0, step=0.5,
@@ -441,7 +439,7 @@ class VDT_HeFTHeadSearch(VdtNode):
     def execute(cls, images, tracks, layers, kind, noise_level, window, seed, freq_cuts, rope_dims, layout,
                 argmax_radius, search_radius, vis_threshold, ema_alpha, heft_resolution, fb_mode, rank_by,
                 max_feature_gib, filename_prefix, model=None, vae=None, backbone=None) -> io.NodeOutput:
-        frames = check_video("images", images)[..., :3]
+        frames = rgb_video("images", images)
         t_total, H, W = frames.shape[:3]
         path, vis = check_tracks("tracks", tracks, frames=t_total)
         queries, kept = known_queries(path, vis, tracks)
