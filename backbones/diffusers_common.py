@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import os
 import re
 from typing import Callable, Optional
@@ -25,6 +26,8 @@ from safetensors.torch import load_file
 import comfy.model_management
 
 from .capture import StopForward
+from .diffusers_files import (build_on_meta, check_component, check_model_index, check_scheduler_config,
+                              check_single_file, failed_load, read_json, release_after_failure)
 from ..kernels.datatypes import make_feature_meta, make_features
 from .protocol import BackboneBase, check_level
 from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
@@ -70,8 +73,10 @@ def _weights_variant(folder: str) -> Optional[str]:
 
 
 def load_from_folder(cls, folder: str, dtype: torch.dtype):
-    """cls.from_pretrained on a local component folder (safetensors, local files only)."""
+    """cls.from_pretrained on a local component folder (safetensors, local files only), after
+    diffusers_files.check_component (config, memory estimate, weights headers and names checked first)."""
     variant = _weights_variant(folder)
+    check_component(cls, folder, variant, dtype)
     return cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=dtype,
                                variant=variant).eval()
 
@@ -87,20 +92,17 @@ def _strip_prefix(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, 
 
 
 def load_from_single_file(cls, file: str, config_dir: str, dtype: torch.dtype):
-    """Build cls from config_dir/config.json and load a diffusers-layout .safetensors strictly."""
+    """Build cls from config_dir/config.json and load a diffusers-layout .safetensors strictly. The file's header
+    is checked against the model (built on the meta device first) before any tensor is read."""
     if not file.endswith(".safetensors"):
         raise ValueError(f"model: '{os.path.basename(file)}' is not a .safetensors file")
+    try:
+        check_single_file(build_on_meta(cls, config_dir), file, dtype, _strip_prefix)
+    except ValueError as e:
+        raise ValueError(f"{e}. Single files must be in diffusers key layout; files in the original layout "
+                         f"load natively in ComfyUI.") from None
     model = cls.from_config(cls.load_config(config_dir))
-    expected = set(model.state_dict())
-    sd = _strip_prefix(load_file(file), expected)
-    missing, unexpected = expected - set(sd), set(sd) - expected
-    if missing or unexpected:
-        raise ValueError(
-            f"model: '{os.path.basename(file)}' does not match {cls.__name__} with config {config_dir}: "
-            f"{len(missing)} missing keys (e.g. {sorted(missing)[:3]}), {len(unexpected)} unexpected "
-            f"(e.g. {sorted(unexpected)[:3]}). Single files must be in diffusers key layout; files in the "
-            f"original layout load natively in ComfyUI.")
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(_strip_prefix(load_file(file), set(model.state_dict())), strict=True)
     return model.to(dtype).eval()
 
 
@@ -144,17 +146,20 @@ def scheduler_config(source: str, family: str) -> dict:
               os.path.join(CONFIG_ROOT, family, "scheduler")):
         f = os.path.join(d, "scheduler_config.json") if d else ""
         if f and os.path.isfile(f):
-            with open(f) as fh:
-                return json.load(fh)
+            return check_scheduler_config(f)
     raise ValueError(f"family: no scheduler config for '{family}'")
 
 
 def clip_normalisation(source: str) -> tuple[tuple, tuple]:
     f = os.path.join(source, "feature_extractor", "preprocessor_config.json") if os.path.isdir(source) else ""
     if f and os.path.isfile(f):
-        with open(f) as fh:
-            c = json.load(fh)
-        return tuple(c.get("image_mean", CLIP_MEAN)), tuple(c.get("image_std", CLIP_STD))
+        c = read_json(f)
+        out = tuple(c.get("image_mean", CLIP_MEAN)), tuple(c.get("image_std", CLIP_STD))
+        if not all(len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                       for x in v) for v in out) or not all(x > 0 for x in out[1]):
+            raise ValueError(f"model: feature_extractor/preprocessor_config.json: image_mean / image_std must be "
+                             f"3 finite numbers each (std > 0), got {str(out)[:80]}")
+        return out
     return CLIP_MEAN, CLIP_STD
 
 
@@ -549,18 +554,22 @@ _ADAPTERS = {"i2vgen": ("diffusers_i2vgen", "I2VGenBackbone"), "svd": ("diffuser
 
 
 def detect_family(source: str) -> Optional[str]:
-    """The family named by a folder's model_index.json pipeline class, or None."""
+    """The family named by a folder's model_index.json pipeline class, or None. The file is checked
+    (diffusers_files.check_model_index): a malformed one raises ValueError naming it."""
     f = os.path.join(source, "model_index.json")
     if not os.path.isfile(f):
         return None
-    with open(f) as fh:
-        return _PIPELINE_FAMILY.get(json.load(fh).get("_class_name", ""))
+    return _PIPELINE_FAMILY.get(check_model_index(source)["_class_name"])
 
 
 def load_backbone(source: str, family: str = "auto", dtype=torch.float32, vae_file: str = "", **kw):
-    """Load a diffusers backbone of `family` ("auto": from the folder's model_index.json)."""
+    """Load a diffusers backbone of `family` ("auto": from the folder's model_index.json). Every failure is a
+    ValueError naming the input and the file, raised after the half-loaded modules are released
+    (diffusers_files.failed_load / release_after_failure)."""
     import importlib
 
+    if os.path.isdir(source) and os.path.isfile(os.path.join(source, "model_index.json")):
+        check_model_index(source)
     if family == "auto":
         family = detect_family(source) if os.path.isdir(source) else None
         if family is None:
@@ -569,4 +578,14 @@ def load_backbone(source: str, family: str = "auto", dtype=torch.float32, vae_fi
         raise ValueError(f"family: '{family}' not in {sorted(_ADAPTERS)}")
     module, cls = _ADAPTERS[family]
     adapter = getattr(importlib.import_module(f".{module}", __package__), cls)
-    return adapter.load(source, dtype=dtype, vae_file=vae_file, **kw)
+    try:
+        return adapter.load(source, dtype=dtype, vae_file=vae_file, **kw)
+    except comfy.model_management.InterruptProcessingException:
+        message = None
+    except Exception as e:         # noqa: BLE001 - every load failure becomes the node's error, resources freed
+        message = failed_load(source, e)
+    # here, outside the except block: the failure's traceback (which holds the half-built modules) is gone
+    release_after_failure()
+    if message is None:
+        raise comfy.model_management.InterruptProcessingException()
+    raise ValueError(message)

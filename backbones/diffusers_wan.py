@@ -20,6 +20,7 @@ import torch
 
 from .diffusers_common import (Capture, DiffusersBackbone, cond_image, from_pixels, load_denoiser, load_from_folder,
                                masked_guided_euler, shipped_config_dir, to_pixels)
+from .diffusers_files import check_single_file
 from .protocol import check_level
 from .schedules import flow_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
 from .windows import pad_frames, quantize_up, video_mask_to_latent
@@ -87,6 +88,7 @@ class DiffusersWanBackbone(DiffusersBackbone):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
         if os.path.isfile(source):
+            check_single_file(None, source, dtype)          # header complete, memory bounded (any key layout)
             tr = WanTransformer3DModel.from_single_file(source, config=config_dir or shipped_config_dir("wan"),
                                                         local_files_only=True, torch_dtype=dtype).eval()
         else:
@@ -95,6 +97,7 @@ class DiffusersWanBackbone(DiffusersBackbone):
         if vae_dir and os.path.isdir(vae_dir):
             vae = load_from_folder(AutoencoderKLWan, vae_dir, dtype)
         elif vae_file:
+            check_single_file(None, vae_file, dtype)
             vae = AutoencoderKLWan.from_single_file(vae_file, config=kw.pop("vae_config_dir", "")
                                                     or shipped_config_dir("wan", "vae"),
                                                     local_files_only=True, torch_dtype=dtype).eval()
