@@ -1,5 +1,7 @@
 """Run a shipped workflow headless in a real ComfyUI (the one tools/setup.sh installed) and collect what it
-wrote into demo_output/. Prints the paths of the overlay, the tracks file and the report.
+wrote into demo_output/. Prints the paths of the overlay, the tracks file and the report. For the default demo
+it also composes demo_output/demo_overview.png: every 4th frame of the ground-truth, Point Prompting, HeFT and
+optical-flow overlays, one row each (the README's picture).
 
 usage: .vdt/venv/bin/python tools/run_demo.py [workflows/NAME.json] [--out DIR]
 """
@@ -17,6 +19,9 @@ from vdt_dev.paths import ROOT
 from vdtrack.batch.workflow import ui_to_api
 
 DEFAULT = os.path.join(ROOT, "workflows", "vdtrack_embedded_demo.json")
+# overview rows: (label, SaveImage prefix of the demo workflow's overlay frames under output/vdtrack/)
+OVERVIEW_ROWS = (("ground truth", "demo_overlay_truth"), ("Point Prompting", "demo_overlay_pp"),
+                 ("HeFT", "demo_overlay_heft"), ("optical flow", "demo_overlay_flow"))
 
 
 def kind_of(path: str) -> str:
@@ -28,6 +33,30 @@ def kind_of(path: str) -> str:
     if name.endswith((".png", ".webp", ".mp4", ".gif", ".jpg")):
         return "overlay"
     return "other"
+
+
+def overview(out_dir: str, path: str, step: int = 4, scale: int = 3) -> bool:
+    """Compose the overlay frames the demo saved into one picture (rows OVERVIEW_ROWS, every `step`-th frame,
+    upscaled `scale` x, nearest). False when the workflow saved no such frames (another workflow was run)."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for label, prefix in OVERVIEW_ROWS:
+        frames = sorted(f for f in os.listdir(os.path.join(out_dir, "vdtrack")) if f.startswith(prefix + "_"))
+        if not frames:
+            return False
+        rows.append((label, [Image.open(os.path.join(out_dir, "vdtrack", f)).convert("RGB")
+                             for f in frames[::step]]))
+    w, h = rows[0][1][0].size
+    w, h, label_w, cols = w * scale, h * scale, 120, max(len(r) for _, r in rows)
+    sheet = Image.new("RGB", (label_w + cols * (w + 2), len(rows) * (h + 2)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, imgs) in enumerate(rows):
+        draw.text((6, r * (h + 2) + h // 2 - 6), label, fill=(230, 230, 230))
+        for c, img in enumerate(imgs):
+            sheet.paste(img.resize((w, h), Image.NEAREST), (label_w + c * (w + 2), r * (h + 2)))
+    sheet.save(path)
+    return True
 
 
 def main() -> int:
@@ -48,6 +77,9 @@ def main() -> int:
         shutil.copytree(srv.path("output"), out_dir)
         texts = [t for o in h["outputs"].values() for t in o.get("text", []) if isinstance(t, str)]
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(out_dir) for f in fs)
+    sheet = os.path.join(out_dir, "demo_overview.png")
+    if os.path.isdir(os.path.join(out_dir, "vdtrack")) and overview(out_dir, sheet):
+        print(f"overview: {sheet} (rows: {', '.join(label for label, _ in OVERVIEW_ROWS)}; every 4th frame)")
     groups: dict[str, list[str]] = {}
     for f in files:
         groups.setdefault(kind_of(f), []).append(f)
