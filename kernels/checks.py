@@ -49,3 +49,17 @@ def check_mask(name: str, x, frames: int | None = None, size: tuple | None = Non
     if not allow_empty and not bool((t > 0.5).any()):
         raise ValueError(f"{name}: the mask is empty (no pixel above 0.5)")
     return t
+
+
+# Pixel tests (one patch pixel of one drawn primitive, or one marker sub-sample) a drawing call may make: about
+# 2e9, minutes on a CPU (the track overlay ran at ~5 M/s on a busy 2-core machine, disks and markers 10-35 M/s),
+# seconds on a GPU; absurd inputs (36,864 tracks x trail 1000 x radius 64: ~1e14) are refused up front (our bound).
+MAX_PIXEL_TESTS = 2 ** 31
+
+
+def check_work(name: str, pixel_tests: float, what: str, limit: float = MAX_PIXEL_TESTS) -> None:
+    """Refuse a drawing whose estimated `pixel_tests` exceed `limit`, before any of it runs: ValueError naming
+    `name`, the input that scales the work, with the estimate. `what` says what was asked (counts, sizes)."""
+    if pixel_tests > limit:
+        raise ValueError(f"{name}: {what} means about {pixel_tests:.2g} pixel tests, more than the {limit:.2g} "
+                         f"one drawing may take (minutes on a CPU); lower {name}")

@@ -11,15 +11,17 @@ import math
 
 import torch
 
-from .checks import check_video
+from .checks import check_video, check_work
 from .datatypes import check_points
 
 MAX_ELEMENTS = 2 ** 24   # sub-samples tested at once (bool + float temporaries): bounds memory per pass
 
 
 def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], radius: float = 2.0,
-                    supersample: int = 8) -> torch.Tensor:
-    """Points [N,3] (t,x,y) -> coverage [T,H,W] in 0..1 of disks of `radius` pixels."""
+                    supersample: int = 8, check=None) -> torch.Tensor:
+    """Points [N,3] (t,x,y) -> coverage [T,H,W] in 0..1 of disks of `radius` pixels. More than
+    checks.MAX_PIXEL_TESTS sub-samples (N x ((2 (ceil(radius) + 1) + 1) x supersample)^2) are refused up front
+    (ValueError naming radius); `check()` (an interrupt check) runs before each chunk of points."""
     if not float(radius) > 0 or not math.isfinite(float(radius)):
         raise ValueError(f"radius: must be a positive number of pixels, got {radius}")
     if int(supersample) < 1:
@@ -29,9 +31,13 @@ def marker_coverage(points: torch.Tensor, frames: int, size: tuple[int, int], ra
     dev = p.device
     half = int(math.ceil(float(radius))) + 1
     s = int(supersample)
+    check_work("radius", p.shape[0] * ((2 * half + 1) * s) ** 2,
+               f"{p.shape[0]:,} markers of radius {float(radius):g} px ({s}x{s} sub-samples per pixel)")
     out = torch.zeros(frames * h * w, device=dev)
     chunk = max(1, MAX_ELEMENTS // ((2 * half + 1) * s) ** 2)   # points per pass: bounded temporaries
     for i in range(0, p.shape[0], chunk):
+        if check is not None:
+            check()
         _paste_coverage(out, p[i:i + chunk], (h, w), float(radius), half, s)
     return out.reshape(frames, h, w)
 
@@ -57,15 +63,16 @@ def _paste_coverage(out: torch.Tensor, p: torch.Tensor, size: tuple[int, int], r
 
 
 def draw_markers(frames: torch.Tensor, points: torch.Tensor, color=(1.0, 0.0, 0.0), radius: float = 2.0,
-                 supersample: int = 8) -> torch.Tensor:
-    """Paste disks of RGB `color` (0..1) and `radius` pixels at points [N,3] (t,x,y) on IMAGE [T,H,W,C]."""
+                 supersample: int = 8, check=None) -> torch.Tensor:
+    """Paste disks of RGB `color` (0..1) and `radius` pixels at points [N,3] (t,x,y) on IMAGE [T,H,W,C]
+    (marker_coverage: work refused up front beyond its bound, `check()` between chunks)."""
     v = check_video("frames", frames)
     col = torch.as_tensor(color, dtype=v.dtype, device=v.device).reshape(-1)
     if col.numel() != 3 or not bool(torch.isfinite(col).all()) or bool(((col < 0) | (col > 1)).any()):
         raise ValueError(f"color: expected an RGB triple in 0..1, got {color}")
     t, h, w, c = v.shape
     cov = marker_coverage(torch.as_tensor(points, dtype=torch.float32, device=v.device), t, (h, w),
-                          radius, supersample).to(v.dtype)[..., None]
+                          radius, supersample, check).to(v.dtype)[..., None]
     out = v.clone()
     out[..., :3] = v[..., :3] * (1 - cov) + col * cov
     return out

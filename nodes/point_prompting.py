@@ -18,7 +18,7 @@ from ..kernels.datatypes import inside_frame, make_tracks
 from ..kernels.markers import draw_markers
 from ..kernels.red_tracker import track_red_markers
 from ..kernels.tracks_io import parse_points
-from .common import Progress, Tracks, category
+from .common import Progress, Tracks, category, check_interrupt
 from .inputs import (VdtNode, optional_points_syntax, pixels_radius_input, points_input, points_syntax, rgb_video,
                      tracks_for_video, tracks_input, video_input)
 from .timing import now, stamp_tracks
@@ -94,7 +94,8 @@ class VDT_DrawMarkers(VdtNode):
             q = torch.cat([ts[:, None], q[:, 1:].repeat(t, 1)], 1)
         elif tracks is None and frames != "query frame":
             raise ValueError(f"frames: expected one of {FRAMES}, got {frames!r}")
-        return io.NodeOutput(draw_markers(v, q.to(v.device), parse_color(color), float(radius)))
+        return io.NodeOutput(draw_markers(v, q.to(v.device), parse_color(color), float(radius),
+                                          check=check_interrupt))
 
 
 class VDT_RebalanceColors(VdtNode):

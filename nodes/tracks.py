@@ -265,7 +265,8 @@ class VDT_TracksToMask(VdtNode):
     def execute(cls, tracks, images, radius) -> io.NodeOutput:
         video = check_video("images", images)
         path, vis = tracks_for_video("tracks", tracks, video)
-        return io.NodeOutput(tracks_to_mask(path, vis, (video.shape[1], video.shape[2]), radius))
+        return io.NodeOutput(tracks_to_mask(path, vis, (video.shape[1], video.shape[2]), radius,
+                                            check=check_interrupt))
 
 
 NODES = [VDT_PointsFromString, VDT_SaveTracks, VDT_LoadTracks, VDT_TracksToATI, VDT_ATIToTracks, VDT_TracksToMask]

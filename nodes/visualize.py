@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..kernels.track_draw import draw_tracks
-from .common import Progress, category
+from .common import Progress, category, check_interrupt
 from .inputs import VdtNode, pixels_radius_input, rgb_video, tracks_for_video, tracks_input, video_input
 
 # (encoder, container) in order of preference: the first the installed PyAV has. Browsers play h264 mp4 and
@@ -78,7 +78,8 @@ class VDT_VisualizeTracks(VdtNode):
     def execute(cls, images, tracks, radius, trail, fps=16.0) -> io.NodeOutput:
         video = rgb_video("images", images)
         path, vis = tracks_for_video("tracks", tracks, video)
-        out = draw_tracks(video, path, vis, radius=radius, trail=trail, progress=Progress(video.shape[0]))
+        out = draw_tracks(video, path, vis, radius=radius, trail=trail, progress=Progress(video.shape[0]),
+                          check=check_interrupt)
         return io.NodeOutput(out, ui=ui.PreviewVideo([write_preview_video(out, fps)]))
 
 
