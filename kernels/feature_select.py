@@ -20,11 +20,14 @@ import torch
 LAYOUTS = ("contiguous", "interleaved", "half_split")
 
 
-def _head_list(spec) -> list[int] | None:
-    """'6' / '1,3,5' / 'all' / int / list -> head ids, None for all heads (syntax only)."""
+def parse_head_ids(spec) -> list[int] | None:
+    """Head ids of the model, as text or values: '6' / '1,3,5' (commas, semicolons or spaces) / int / list ->
+    [ids] in the given order; '' / 'all' / '*' / '-1' / -1 -> None (every head). Syntax only (the ids are checked
+    against a model or features where they are used); ValueError naming `heads` for anything else, a negative id,
+    an empty selection or a repeated id."""
     if isinstance(spec, str):
         text = spec.strip().lower()
-        if text in ("all", "-1", "*"):
+        if text in ("", "all", "-1", "*"):
             return None
         try:
             out = [int(p) for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
@@ -39,6 +42,8 @@ def _head_list(spec) -> list[int] | None:
         raise ValueError(f"heads: expected a string, an int or a list, got {type(spec).__name__}")
     if out is not None and not out:
         raise ValueError("heads: no head selected")
+    if out is not None and any(v < 0 for v in out):
+        raise ValueError(f"heads: head ids are 0 or more, got {spec!r}")
     if out is not None and len(set(out)) != len(out):
         raise ValueError(f"heads: repeated head in {out}")
     return out
@@ -46,7 +51,7 @@ def _head_list(spec) -> list[int] | None:
 
 def parse_heads(spec, heads: int) -> list[int]:
     """'6' / '1,3,5' / 'all' / int / list -> list of head indices (validated against `heads`)."""
-    out = _head_list(spec)
+    out = parse_head_ids(spec)
     if out is None:
         return list(range(heads))
     bad = [v for v in out if not 0 <= v < heads]
@@ -59,7 +64,7 @@ def head_positions(spec, head_ids) -> list[int]:
     """Requested ORIGINAL head ids ('6' / '1,3,5' / 'all' / int / list) -> their positions along the heads axis
     of features that hold the heads `head_ids` (VDT_FEATURES meta["heads"]), in the requested order."""
     ids = [int(h) for h in head_ids]
-    out = _head_list(spec)
+    out = parse_head_ids(spec)
     if out is None:
         return list(range(len(ids)))
     missing = [h for h in out if h not in ids]

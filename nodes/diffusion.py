@@ -13,6 +13,7 @@ from ..backbones.comfy_image import DIFT_TIMESTEP, DIFT_UP_FT_INDEX, ComfyImageU
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec, ImageCond
 from ..kernels.checks import check_mask, check_video
+from ..kernels.feature_select import parse_head_ids
 from .common import Features, Progress, category
 from .inputs import (KEYS_OUTPUT_TOOLTIP, NOISE_LEVEL_DEFAULT, QK, TIMESTEP_OFF, VdtNode, extract, feature_kinds,
                      noise_level_input, rgb_video, seed_input, timestep_input, video_input)
@@ -22,20 +23,6 @@ KINDS = ("k", "q", "block", QK)
 SIZE_NOTE = ("Frames whose height/width are not multiples of the model's token stride (16 px for Wan 2.1, Wan 2.2 "
              "14B and Cosmos, 32 px for Wan 2.2 5B) are "
              "resized to the nearest multiples inside the node; outputs are reported in the input's pixels.")
-
-
-def parse_int_list(name: str, text: str) -> list[int] | None:
-    """'' -> None (all); '1, 3' -> [1, 3]."""
-    s = (text or "").strip()
-    if not s:
-        return None
-    try:
-        vals = [int(p) for p in s.replace(";", ",").split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise ValueError(f"{name}: expected non-negative integers, got {text!r}")
-    return vals
 
 
 def _first_frame(name: str, image, size: tuple[int, int]) -> torch.Tensor:
@@ -73,7 +60,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                 noise_level_input(),
                 timestep_input(),
                 io.String.Input("heads", default="",
-                                tooltip="Heads to keep for q/k, e.g. '1' or '1,6'; empty = all heads."),
+                                tooltip="Heads to keep for q/k (the model's head ids), e.g. '1' or '1,6'; empty or "
+                                        "'all' = all heads."),
                 io.Int.Input("window", default=0, min=0, max=1024,
                              tooltip="Video frames per window (rounded down to 4k+1 for Wan); 0 = model default "
                                      "(81 for Wan, 25 for Cosmos (HeFT), 14 for SVD)."),
@@ -97,7 +85,7 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                      Features.Output(display_name="key_features", tooltip=KEYS_OUTPUT_TOOLTIP)],
         )
 
-    TEXT_CHECKS = {"heads": lambda h: parse_int_list("heads", h)}
+    TEXT_CHECKS = {"heads": parse_head_ids}
 
     @classmethod
     def execute(cls, model, vae, images, layer=18, kind="k", rope="after", noise_level=NOISE_LEVEL_DEFAULT,
@@ -106,7 +94,7 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
         start = now()
         frames = rgb_video("images", images)
         bb = backbone_from_model(model, vae, text=conditioning)
-        head_list = parse_int_list("heads", heads)
+        head_list = parse_head_ids(heads)
         spec = FeatureSpec([int(layer)], kinds=feature_kinds(kind, KINDS), heads=head_list, rope=rope,
                            window=int(window), overlap=int(overlap))
         cond = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDiffusionFeatures, parse_int_list
+from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDiffusionFeatures
 from vdtrack.nodes.features import VDT_SelectHeadsFrequencies
 
 from .conftest import synthetic_clip
@@ -83,7 +83,10 @@ def test_extract_validation(wan_t2v, wan_vae):
     with pytest.raises(ValueError, match="overlap"):
         VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, synthetic_clip(12, 32, 32), layer=1, window=5,
                                              overlap=5)
-    assert parse_int_list("heads", "") is None and parse_int_list("heads", "1, 6") == [1, 6]
+    # the heads text is read by the same parser as Select Heads/Frequencies' (empty = all heads, as before)
+    assert VDT_ExtractDiffusionFeatures.validate_inputs(heads="") is True
+    assert VDT_ExtractDiffusionFeatures.validate_inputs(heads="1, 6") is True
+    assert VDT_ExtractDiffusionFeatures.validate_inputs(heads="1,-6").startswith("heads:")
 
 
 def test_counterfactual_regenerate_node(wan_i2v, wan_vae):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from vdtrack.kernels.feature_select import (head_positions, parse_heads, rope_band_indices, select_heads_frequencies,
-                                            spatial_lowpass)
+from vdtrack.kernels.feature_select import (head_positions, parse_head_ids, parse_heads, rope_band_indices,
+                                            select_heads_frequencies, spatial_lowpass)
 from vdtrack.kernels.pixel_features import patch_features
 from vdtrack.references.pixel_features import patch_features_ref
 
@@ -45,6 +45,12 @@ def test_select_heads_picks_exact_channels():
     every = select_heads_frequencies(f, "all")
     assert every.shape == (t, nh * c, h, w) and every[0, c, 0, 0] == 100
     assert parse_heads(-1, 3) == [0, 1, 2] and parse_heads("1, 2", 3) == [1, 2]
+    # one parser of head-id text for the extraction and the selection nodes: empty = every head, ids in order
+    assert parse_head_ids("") is None and parse_head_ids(" all ") is None and parse_head_ids("-1") is None
+    assert parse_head_ids("6; 1 3") == [6, 1, 3] and parse_head_ids(4) == [4]
+    for bad in ("1,x", "1,1", "1,-2", ",", 1.5):
+        with pytest.raises(ValueError, match="^heads: "):
+            parse_head_ids(bad)
 
 
 def test_selection_errors():
