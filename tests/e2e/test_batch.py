@@ -188,3 +188,60 @@ def test_clip_folder_workflow_runs_once_per_clip(server, object_info):
     aj = [float(r[1]) for r in table[1:4]]
     assert float(table[4][1]) == pytest.approx(sum(aj) / 3, abs=1e-3)
     assert h["outputs"][report_id]["vdtrack_metrics"][0]["average_jaccard"] == pytest.approx(sum(aj) / 3, abs=1e-3)
+
+
+def _mask_png(path, rows: slice, cols: slice, size: int) -> np.ndarray:
+    from PIL import Image
+
+    m = np.zeros((size, size), np.uint8)
+    m[rows, cols] = 255
+    Image.fromarray(m).save(path)
+    return m > 127
+
+
+def test_each_clip_propagates_its_own_mask_file(server, tmp_path, capsys):
+    """Label propagation over a folder whose clips each carry NAME.mask.png: the CLI uploads each job's own mask
+    into the workflow's LoadImageMask, and each job's propagated mask starts from exactly that mask (frame 0 of
+    the saved masks) and stays on its side of the frame. Both clips are the same video, so only the masks
+    differ."""
+    from PIL import Image
+
+    size = 96
+    folder = tmp_path / "clips"
+    _clips(str(folder), ["left.mp4"])
+    (folder / "right.mp4").write_bytes((folder / "left.mp4").read_bytes())
+    masks = {"left": _mask_png(folder / "left.mask.png", slice(20, 60), slice(4, 36), size),
+             "right": _mask_png(folder / "right.mask.png", slice(30, 80), slice(60, 92), size)}
+    workflow = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "placeholder.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "LoadImageMask", "inputs": {"image": "placeholder.png", "channel": "red"}},
+        "4": {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "bilinear",
+                                                      "width": size, "height": size, "crop": "disabled"}},
+        "5": {"class_type": "VDT_PixelFeatures", "inputs": {"images": ["4", 0], "patch_size": 4, "projection_dim": 0,
+                                                             "seed": 0, "center": True, "coords_weight": 0.0}},
+        "6": {"class_type": "VDT_PropagateLabels", "inputs": {
+            "features": ["5", 0], "images": ["4", 0], "mask": ["3", 0], "mask_kind": "binary", "n_context": 4,
+            "radius": 4, "top_k": 10, "temperature": 0.1, "output_object": 0, "overlay_opacity": 0.5}},
+        "7": {"class_type": "MaskToImage", "inputs": {"mask": ["6", 0]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "propagated"}},
+    }
+    wf_path = tmp_path / "propagate.json"
+    wf_path.write_text(json.dumps(workflow))
+    out = tmp_path / "results"
+    code = cli.main([str(wf_path), str(folder), "--out", str(out), "--server", server.url, "--no-ray", "--quiet",
+                     "--prefix", f"batchtest_{uuid.uuid4().hex[:8]}", "--subfolder", "batchtest_masks"])
+    assert code == 0, capsys.readouterr()
+    jobs = {j["key"]: j for j in json.loads((out / "summary.json").read_text())["jobs"]}
+    assert sorted(jobs) == ["left", "right"]
+    propagated = {}
+    for key, job in jobs.items():
+        assert job["status"] == "success", job
+        frames = sorted(f for f in job["downloaded"] if f.startswith("propagated") and f.endswith(".png"))
+        assert len(frames) == FRAMES, frames
+        propagated[key] = np.stack([np.asarray(Image.open(out / key / f).convert("L")) > 127 for f in frames])
+    for key, own in masks.items():
+        other = masks["right" if key == "left" else "left"]
+        assert np.array_equal(propagated[key][0], own), key            # frame 0 is the clip's own mask file
+        later = propagated[key][1:]
+        assert later.any() and (later & own).sum() > (later & other).sum(), key
