@@ -14,14 +14,14 @@ from ..backbones.comfy_native import backbone_from_model
 from ..backbones.point_prompting import MODES, PointPrompting, PointPromptingSettings
 from ..kernels.checks import check_video
 from ..kernels.color_rebalance import rebalance_colors
-from ..kernels.datatypes import inside_frame, make_tracks
+from ..kernels.datatypes import inside_frame
 from ..kernels.markers import draw_markers
 from ..kernels.red_tracker import track_red_markers
 from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks, category, check_interrupt
 from .inputs import (VdtNode, optional_points_syntax, pixels_radius_input, points_input, points_syntax, rgb_video,
                      tracks_for_video, tracks_input, video_input)
-from .timing import now, stamp_tracks
+from .timing import now, timed_tracks
 
 FRAMES = ["query frame", "all frames"]
 
@@ -170,7 +170,7 @@ class VDT_TrackRedMarkers(VdtNode):
         path, vis = track_red_markers(v, q.to(v.device), float(radius), float(growth), float(centroid_radius),
                                       float(h_low), float(h_high), float(s_min), float(v_min),
                                       progress=Progress(max(t - 1 - start, 1)))
-        return io.NodeOutput(stamp_tracks(make_tracks(path, vis, query_points=q, frame_size=(h, w)), t0))
+        return io.NodeOutput(timed_tracks(t0, (), path, vis, q, (h, w)))
 
 
 CLIPS = ["first generation", "all generations"]
@@ -309,11 +309,10 @@ class VDT_PointPromptingTracker(VdtNode):
         res = pp.run(frames, q)
         for line in res.log:
             logging.info("vdtrack point prompting: %s", line)
-        tracks = make_tracks(res.track_path, res.track_visibility, query_points=q, frame_size=(H, W),
-                             confidence=res.confidence)
         out = torch.cat([c.to(frames.device) for c in res.clips], 0) if res.clips else frames
         conf = json.dumps([round(float(c), 4) for c in res.point_confidence])
-        return io.NodeOutput(stamp_tracks(tracks, start), out, conf)
+        tracks = timed_tracks(start, (), res.track_path, res.track_visibility, q, (H, W), confidence=res.confidence)
+        return io.NodeOutput(tracks, out, conf)
 
 
 NODES = [VDT_PointPromptingTracker, VDT_DrawMarkers, VDT_RebalanceColors, VDT_TrackRedMarkers]

@@ -7,12 +7,13 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels.checks import check_mask, check_video
-from ..kernels.datatypes import check_features, make_tracks
+from ..kernels.datatypes import check_features
 from ..kernels.keypoint_propagation import propagate_keypoints
 from ..kernels.propagation import propagate_label_map
 from ..kernels.tracks_io import parse_points
 from .common import Features, Progress, Tracks, category
 from .inputs import VdtNode, cells_radius_input, points_input, points_syntax, video_input
+from .timing import now, timed_tracks
 
 MASK_KINDS = ["binary", "label map", "object per batch entry"]
 # DAVIS palette for objects 1.. (background is not tinted)
@@ -156,6 +157,7 @@ class VDT_PropagateKeypoints(VdtNode):
 
     @classmethod
     def execute(cls, features, points, n_context, radius, top_k, temperature, sigma=0.5) -> io.NodeOutput:
+        start = now()
         fd = check_features("features", features, heads="flatten", cast_float=True)  # per-head: mean cosine
         f, size = fd["features"], fd["frame_size"]
         q = parse_points(points, f.shape[0], size)
@@ -166,7 +168,7 @@ class VDT_PropagateKeypoints(VdtNode):
         pts, found = pts.cpu(), found.cpu()
         for t in range(1, pts.shape[0]):            # lost (-1) -> hold the last position, keep it not visible
             pts[t] = torch.where(found[t, :, None], pts[t], pts[t - 1])
-        return io.NodeOutput(make_tracks(pts, found, query_points=q, frame_size=size))
+        return io.NodeOutput(timed_tracks(start, (features,), pts, found, q, size))
 
 
 # TED Table 6 (motion timestep of 1000, fusion alpha, softmax temperature, propagation radius in feature cells,

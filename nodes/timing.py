@@ -13,6 +13,8 @@ import math
 import time
 from typing import Any, Optional
 
+from ..kernels.datatypes import make_tracks
+
 SECONDS_KEY = "seconds"
 
 
@@ -51,3 +53,11 @@ def stamp_features(features: dict, start: float, *upstream: Any) -> dict:
     meta[SECONDS_KEY] = elapsed(start, *upstream)
     features["meta"] = meta
     return features
+
+
+def timed_tracks(start: float, upstream: tuple, path, vis, queries, frame_size, **extra) -> dict:
+    """A tracker node's TRACKS (datatypes.make_tracks of path [T,N,2] px, visibility [T,N], query points [N,3]
+    (t,x,y), frame_size (H,W) and the tracker's optional keys in `extra`) stamped with the seconds of the whole
+    chain: own time since `start` + what the `upstream` payloads carry."""
+    return stamp_tracks(make_tracks(path, vis, query_points=queries, frame_size=frame_size, **extra), start,
+                        *upstream)

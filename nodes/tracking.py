@@ -14,7 +14,7 @@ from comfy_api.latest import io, ui
 
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.protocol import FeatureSpec
-from ..kernels.datatypes import check_features, check_tracks, make_tracks
+from ..kernels.datatypes import check_features, check_tracks
 from ..kernels.difftrack import track_difftrack
 from ..kernels.feature_select import LAYOUTS
 from ..kernels.flow_tracker import check_flow_size, track_with_flow
@@ -28,7 +28,7 @@ from .common import Backbone, Features, Progress, Tracks, category, output_path
 from .features import parse_rope_dims
 from .inputs import (VdtNode, cells_radius_input, noise_level_input, optional_prefix_syntax, pixels_radius_input,
                      points_input, points_syntax, rgb_video, video_input)
-from .timing import now, stamp_tracks
+from .timing import now, timed_tracks
 
 METHODS = ["nearest_neighbour", "heft_soft_argmax", "difftrack"]
 HEFT_RESOLUTION = ["pixels", "feature grid"]
@@ -53,19 +53,13 @@ def _features_and_points(features, points, heads):
     return f, f["features"].to(_device(), torch.float32), queries   # half-precision features: kernels use float32
 
 
-def _tracks(start, upstream, path, vis, queries, frame_size, **extra) -> dict:
-    """TRACKS with the tracker's extras, stamped with the seconds of the whole chain (see timing)."""
-    return stamp_tracks(make_tracks(path, vis, query_points=queries, frame_size=frame_size, **extra), start,
-                        *upstream)
-
-
 def run_nearest_neighbour(features, points, threshold, refine_radius, refine_temperature) -> dict:
     start = now()
     f, x, queries = _features_and_points(features, points, heads="forbid")
     path, vis, conf = track_nearest_neighbour(x, f["stride"], queries, f["frame_size"], float(threshold),
                                               int(refine_radius), float(refine_temperature),
                                               progress=Progress(x.shape[0]))
-    return _tracks(start, (features,), path, vis, queries, f["frame_size"], confidence=conf)
+    return timed_tracks(start, (features,), path, vis, queries, f["frame_size"], confidence=conf)
 
 
 def run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_alpha, temperature, resolution,
@@ -83,7 +77,7 @@ def run_heft(features, points, argmax_radius, search_radius, vis_threshold, ema_
                                 float(vis_threshold), float(ema_alpha), float(temperature),
                                 upsample=resolution == "pixels", fb_mode=fb_mode, progress=progress)
     progress.finish()
-    return _tracks(start, (features,), path, vis, queries, f["frame_size"], fb_error=err)
+    return timed_tracks(start, (features,), path, vis, queries, f["frame_size"], fb_error=err)
 
 
 def anchor_passes(features, key_features=None):
@@ -117,7 +111,7 @@ def run_difftrack(features, points, scale, key_features=None) -> dict:
     progress = Progress(n_src * max(x.shape[0] - 1, 1))
     path, vis, conf = track_difftrack(x, keys, f["stride"], queries, f["frame_size"], scale=scale, progress=progress,
                                       anchor_passes=anchor_passes(features, key_features))
-    return _tracks(start, (features, key_features), path, vis, queries, f["frame_size"], confidence=conf)
+    return timed_tracks(start, (features, key_features), path, vis, queries, f["frame_size"], confidence=conf)
 
 
 # ------------------------------------------------------------------------------------------- inputs per method
@@ -329,7 +323,7 @@ class VDT_FlowTracker(VdtNode):
         query = parse_points(points, t_n, (h, w))
         path, vis = track_with_flow(video, query, method=method,
                                     fb_threshold=fb_threshold, progress=Progress(max(t_n - 1, 1)))
-        return io.NodeOutput(stamp_tracks(make_tracks(path, vis, query_points=query, frame_size=(h, w)), start))
+        return io.NodeOutput(timed_tracks(start, (), path, vis, query, (h, w)))
 
 
 MAX_LAYERS = 64

@@ -77,6 +77,10 @@ def test_seconds_accumulate_along_a_chain():
     assert 100.0 <= tr["seconds"] < 200.0
     flow = VDT_FlowTracker.execute(frames, "10,10").result[0]
     assert 0.0 <= flow["seconds"] < 100.0
+    # keypoint propagation is a tracker over features too: it carries the chain's time like the others
+    from vdtrack.nodes.propagation import VDT_PropagateKeypoints
+    kp = VDT_PropagateKeypoints.execute(feats, "10,10", 20, 3, 10, 0.1, 0.5).result[0]
+    assert 100.0 <= kp["seconds"] < 200.0
 
 
 def test_average_features_is_the_mean_and_names_bad_inputs():
