@@ -7,7 +7,7 @@ grids and the feature loop are native_dit.NativeDiTBackbone's (the base it share
 is Cosmos' own is below.
 
 Schedule (ComfyUI's FLOW_COSMOS = ModelSamplingCosmosRFlow + COSMOS_RFLOW): the sampler's sigma is EDM-like,
-log-linear in level between sigma_min 0.002 and sigma_max 80 (percent_to_sigma), the sampler carries
+log-linear in noise_level between sigma_min 0.002 and sigma_max 80 (percent_to_sigma), the sampler carries
 x0 + sigma*eps and the DiT sees it divided by (1 + sigma), i.e. the rectified-flow latent
 (1-t) x0 + t eps with t = sigma/(1+sigma); t is also what the time embedding receives (timestep = 1000 t).
 `noise_to` returns that flow latent (what the DiT sees; HeFT's scale_noise).
@@ -43,7 +43,7 @@ from . import schedules
 from .capture import DitCapture, StopForward
 from .native_common import WRAPPER_KEY, sdedit_sigmas
 from .native_dit import NativeDiTBackbone
-from .protocol import FeatureSpec, ImageCond, ProgressFn, check_level
+from .protocol import FeatureSpec, ImageCond, ProgressFn, check_noise_level
 
 # An all-zero context gives zero cross-attention keys/values (bias-free projections, RMSNorm(0) = 0), so the
 # cross-attention output is 0 whatever its length: 8 zero tokens equal 512 (tested) at 1/64 of the cost.
@@ -180,29 +180,29 @@ class ComfyCosmosBackbone(NativeDiTBackbone):
         return f"cosmos:{kind}:{self.num_layers}x{dm.model_channels}"
 
     # ---------------------------------------------------------------- schedule
-    def sigma_at(self, level: float) -> float:
-        """ComfyUI's sampler sigma for `level` (EDM-like, as percent_to_sigma(1 - level))."""
-        return schedules.edm_sigma(check_level(level), self.sigma_min, self.sigma_max)
+    def sigma_at(self, noise_level: float) -> float:
+        """ComfyUI's sampler sigma for `noise_level` (EDM-like, as percent_to_sigma(1 - noise_level))."""
+        return schedules.edm_sigma(check_noise_level(noise_level), self.sigma_min, self.sigma_max)
 
-    def flow_t(self, level: float) -> float:
-        s = self.sigma_at(level)
+    def flow_t(self, noise_level: float) -> float:
+        s = self.sigma_at(noise_level)
         return s / (1.0 + s)
 
-    def timestep_from_level(self, level: float) -> float:
-        return 1000.0 * self.flow_t(level)
+    def timestep_from_noise_level(self, noise_level: float) -> float:
+        return 1000.0 * self.flow_t(noise_level)
 
-    def level_from_timestep(self, t: float) -> float:
+    def noise_level_from_timestep(self, t: float) -> float:
         if not (0.0 <= float(t) <= 1000.0):
             raise ValueError(f"timestep: {t} must be in [0, 1000]")
         tf = float(t) / 1000.0
         if tf >= self.sigma_max / (self.sigma_max + 1.0):
             return 1.0
-        return schedules.edm_level(tf / (1.0 - tf), self.sigma_min, self.sigma_max)
+        return schedules.edm_noise_level(tf / (1.0 - tf), self.sigma_min, self.sigma_max)
 
-    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
-        """The flow latent the DiT sees at `level`: (1-t) x0 + t eps, t = sigma/(1+sigma)."""
+    def noise_to(self, latents: torch.Tensor, noise_level: float, seed: int) -> torch.Tensor:
+        """The flow latent the DiT sees at `noise_level`: (1-t) x0 + t eps, t = sigma/(1+sigma)."""
         eps = schedules.seeded_noise(latents.shape, seed, latents.device, latents.dtype)
-        return schedules.flow_noise(latents, eps, self.flow_t(level))
+        return schedules.flow_noise(latents, eps, self.flow_t(noise_level))
 
     # ---------------------------------------------------------------- conditioning
     def _image_extra(self, cond: Optional[ImageCond], length: int, size: tuple[int, int],
@@ -222,13 +222,13 @@ class ComfyCosmosBackbone(NativeDiTBackbone):
         return self._first_latent_extra(cond.image, length, size, "concat_mask")
 
     # ---------------------------------------------------------------- regeneration
-    def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
+    def regenerate_latent(self, x0: torch.Tensor, noise_level: float, positive: list, negative: list,
                           guidance: float, steps: int, latent_mask: Optional[torch.Tensor] = None,
                           seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
         """SDEdit on a model-space latent; per step den = den_pos + w (den_pos - den_neg) (ComfyUI CFG with
         cfg = 1 + w) on the Karras schedule of Cosmos (sigma_min..sigma_max). The known first latent frame is
         kept (set to the positive image's latent), outside `latent_mask` the original latent is kept."""
-        sigmas = sdedit_sigmas(self, self._regen_scheduler, level, steps, guidance)
+        sigmas = sdedit_sigmas(self, self._regen_scheduler, noise_level, steps, guidance)
         if len(sigmas) < 2:
             return x0.clone()
         return self._first_frame_euler(x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)

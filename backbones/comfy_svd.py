@@ -9,7 +9,7 @@ Capture: ComfyUI's `output_block_patch` (set_model_output_block_patch on model.c
 output block j with h = the output of block j-1, so block (nrb+1)*i + nrb is read at the patch call of the
 next block; StopForward is raised there after the deepest requested layer (the rest of the decoder is
 skipped). The last up block (its output only feeds the final norm/conv) has no such call and is not offered.
-Noise: EDM, sigma log-linear in level between the model's sigma_min and sigma_max (percent_to_sigma),
+Noise: EDM, sigma log-linear in noise_level between the model's sigma_min and sigma_max (percent_to_sigma),
 x = x0 + sigma*eps in model space (process_latent_in of the VAE latent); timestep = 0.25 ln sigma (what the
 UNet's time embedding receives; same convention as diffusers_svd).
 Conditioning as core SVD_img2vid_Conditioning: CLIP image embedding of the image as the context (zeros
@@ -32,7 +32,7 @@ from .capture import StopForward
 from .native_common import (captured_forward, first_frame, guided_euler, require_model, require_vae, resize_frames,
                             sdedit_sigmas)
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_level
+from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_noise_level
 
 SVD_DEFAULTS = {"fps": 6, "motion_bucket_id": 127, "augmentation_level": 0.0}
 
@@ -107,19 +107,19 @@ class ComfySVDBackbone(BackboneBase):
         return self.pixel_multiple // 2 ** (layer + 1)
 
     # ---------------------------------------------------------------- schedule
-    def sigma_at(self, level: float) -> float:
-        return schedules.edm_sigma(check_level(level), self.sigma_min, self.sigma_max)
+    def sigma_at(self, noise_level: float) -> float:
+        return schedules.edm_sigma(check_noise_level(noise_level), self.sigma_min, self.sigma_max)
 
-    def timestep_from_level(self, level: float) -> float:
-        s = self.sigma_at(level)
+    def timestep_from_noise_level(self, noise_level: float) -> float:
+        s = self.sigma_at(noise_level)
         return 0.25 * math.log(max(s, 1e-12))
 
-    def level_from_timestep(self, t: float) -> float:
-        return schedules.edm_level(math.exp(4.0 * float(t)), self.sigma_min, self.sigma_max)
+    def noise_level_from_timestep(self, t: float) -> float:
+        return schedules.edm_noise_level(math.exp(4.0 * float(t)), self.sigma_min, self.sigma_max)
 
-    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
+    def noise_to(self, latents: torch.Tensor, noise_level: float, seed: int) -> torch.Tensor:
         eps = schedules.seeded_noise(latents.shape, seed, latents.device, latents.dtype)
-        return schedules.edm_noise(latents, eps, self.sigma_at(level))
+        return schedules.edm_noise(latents, eps, self.sigma_at(noise_level))
 
     # ---------------------------------------------------------------- VAE
     def model_size(self, h: int, w: int) -> tuple[int, int]:
@@ -159,21 +159,21 @@ class ComfySVDBackbone(BackboneBase):
         if bad:
             raise ValueError(f"layer: {bad} outside 0..{self.num_layers - 1} (SVD up blocks; Track4Gen uses 2)")
 
-    def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int, conds: list,
+    def capture_latent(self, x0: torch.Tensor, noise_level: float, spec: FeatureSpec, seed: int, conds: list,
                        stop_early: bool = True) -> dict[str, torch.Tensor]:
         self._check_spec(spec)
-        if check_level(level) == 0.0:
-            raise ValueError("noise_level: SVD (EDM) needs a level > 0 (sigma 0 has no timestep)")
+        if check_noise_level(noise_level) == 0.0:
+            raise ValueError("noise_level: SVD (EDM) needs a noise_level > 0 (sigma 0 has no timestep)")
         cap = UpBlockCapture({i: self.output_block_of(i) for i in spec.layers}, stop_early,
                              comfy.model_management.intermediate_device())
         try:
-            return captured_forward(self.model.clone(), cap, x0, self.sigma_at(level), spec, seed, conds)
+            return captured_forward(self.model.clone(), cap, x0, self.sigma_at(noise_level), spec, seed, conds)
         finally:
             self.last_blocks_run = list(cap.blocks_run)
 
-    def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+    def features(self, frames: torch.Tensor, noise_level: float, spec: FeatureSpec, seed: int,
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
-        level = check_level(level)
+        noise_level = check_noise_level(noise_level)
         self._check_spec(spec)
         frames = frames[..., :3].float()
         T, H, W = frames.shape[:3]
@@ -185,7 +185,7 @@ class ComfySVDBackbone(BackboneBase):
         def one_window(win: windows.Window) -> dict[str, torch.Tensor]:
             clip = windows.pad_frames(x[win.start:win.stop], win.length)
             first = ImageCond(clip[:1]) if image_cond is None else image_cond   # default: the window's 1st frame
-            return self.capture_latent(self.encode(clip), level, spec, seed, self._conds(first, (mh, mw), False))
+            return self.capture_latent(self.encode(clip), noise_level, spec, seed, self._conds(first, (mh, mw), False))
 
         out = windows.run_windows(plan, T, one_window, progress,
                                   comfy.model_management.throw_exception_if_processing_interrupted)
@@ -195,18 +195,19 @@ class ComfySVDBackbone(BackboneBase):
             key = f"block{layer}"
             f = out[key]
             meta = make_feature_meta(
-                self.name, "block", family=self.family, layer=layer, noise_level=level,
-                timestep=self.timestep_from_level(level), output_block=self.output_block_of(layer),
-                sigma=self.sigma_at(level), rope_groups=None, num_heads=0, window=windows.quantize_window(window, 1),
+                self.name, "block", family=self.family, layer=layer, noise_level=noise_level,
+                timestep=self.timestep_from_noise_level(noise_level), output_block=self.output_block_of(layer),
+                sigma=self.sigma_at(noise_level), rope_groups=None, num_heads=0,
+                window=windows.quantize_window(window, 1),
                 overlap=spec.overlap, windows=len(plan), seed=int(seed), model_size=(mh, mw))
             result[key] = make_features(f, (H / f.shape[-2], W / f.shape[-1]), (H, W), meta)
         return result
 
     # ---------------------------------------------------------------- regeneration
-    def regenerate(self, frames: torch.Tensor, level: float, positive: ImageCond, negative: ImageCond,
+    def regenerate(self, frames: torch.Tensor, noise_level: float, positive: ImageCond, negative: ImageCond,
                    guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
                    progress: ProgressFn = None) -> torch.Tensor:
-        level = check_level(level)
+        noise_level = check_noise_level(noise_level)
         frames = frames[..., :3].float()
         T, H, W = frames.shape[:3]
         size = self.model_size(H, W)
@@ -216,16 +217,16 @@ class ComfySVDBackbone(BackboneBase):
         lat_mask = None
         if mask is not None:
             lat_mask = windows.video_mask_to_latent(mask, T, size, T, 1, self.vae_stride, causal_first=False)[0, 0][:, None]
-        out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
+        out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
         return resize_frames(self.decode(out)[:T], (H, W)).clamp(0, 1)
 
-    def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list, guidance: float,
+    def regenerate_latent(self, x0: torch.Tensor, noise_level: float, positive: list, negative: list, guidance: float,
                           steps: int, latent_mask: Optional[torch.Tensor] = None, seed: int = 0,
                           progress: ProgressFn = None) -> torch.Tensor:
-        """SDEdit with Euler on the tail of SVD's Karras schedule from sigma(level); per step
+        """SDEdit with Euler on the tail of SVD's Karras schedule from sigma(noise_level); per step
         den = den_pos + w (den_pos - den_neg) (ComfyUI CFG, cfg = 1 + w). latent_mask [T,1,h,w], 1 = regenerate:
         outside it ComfyUI's inpainting keeps the noised original each step and the original at the end."""
-        sigmas = sdedit_sigmas(self, "karras", level, steps, guidance)
+        sigmas = sdedit_sigmas(self, "karras", noise_level, steps, guidance)
         if len(sigmas) < 2:
             return x0.clone()
         return guided_euler(self.model.clone(), x0, sigmas, positive, negative, guidance, latent_mask, seed, progress)

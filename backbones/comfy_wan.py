@@ -34,7 +34,7 @@ import comfy.model_management
 from . import schedules
 from .native_common import FIRST_LATENT_KEY, first_frame, guided_euler, sdedit_sigmas
 from .native_dit import NativeDiTBackbone
-from .protocol import ImageCond, ProgressFn, check_level
+from .protocol import ImageCond, ProgressFn, check_noise_level
 
 WAN_TEXT_LEN = 512
 CLIP_TOKENS, CLIP_DIM = 257, 1280
@@ -85,19 +85,19 @@ class ComfyWanBackbone(NativeDiTBackbone):
         return f"wan:{type(base.model_config).__name__}:{self.num_layers}x{dm.dim}"
 
     # ---------------------------------------------------------------- schedule
-    def sigma_at(self, level: float) -> float:
-        return schedules.flow_sigma(check_level(level), self.shift)
+    def sigma_at(self, noise_level: float) -> float:
+        return schedules.flow_sigma(check_noise_level(noise_level), self.shift)
 
-    def timestep_from_level(self, level: float) -> float:
-        return 1000.0 * self.sigma_at(level)
+    def timestep_from_noise_level(self, noise_level: float) -> float:
+        return 1000.0 * self.sigma_at(noise_level)
 
-    def level_from_timestep(self, t: float) -> float:
+    def noise_level_from_timestep(self, t: float) -> float:
         if not (0.0 <= float(t) <= 1000.0):
             raise ValueError(f"timestep: {t} must be in [0, 1000]")
-        return schedules.flow_level(float(t) / 1000.0, self.shift)
+        return schedules.flow_noise_level(float(t) / 1000.0, self.shift)
 
-    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
-        s = self.sigma_at(level)
+    def noise_to(self, latents: torch.Tensor, noise_level: float, seed: int) -> torch.Tensor:
+        s = self.sigma_at(noise_level)
         eps = schedules.seeded_noise(latents.shape, seed, latents.device, latents.dtype)
         return schedules.flow_noise(latents, eps, s)
 
@@ -141,7 +141,7 @@ class ComfyWanBackbone(NativeDiTBackbone):
             return {}
         return self._first_latent_extra(cond.image, length, size, "denoise_mask")
 
-    def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
+    def regenerate_latent(self, x0: torch.Tensor, noise_level: float, positive: list, negative: list,
                           guidance: float, steps: int, latent_mask: Optional[torch.Tensor] = None,
                           seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
         """SDEdit on a model-space latent with CONDITIONING lists. Per step v = v_pos + w (v_pos - v_neg):
@@ -150,7 +150,7 @@ class ComfyWanBackbone(NativeDiTBackbone):
         each step (the clean original for Wan 2.2 TI2V, WAN22's rule) and the original latent at the end.
         Wan 2.2 TI2V: the known first latent frame is kept (set to the positive image's latent) and each branch
         sees its own first frame."""
-        sigmas = sdedit_sigmas(self, self._regen_scheduler, level, steps, guidance)
+        sigmas = sdedit_sigmas(self, self._regen_scheduler, noise_level, steps, guidance)
         if len(sigmas) < 2:
             return x0.clone()
         if not self.ti2v or positive[0][1].get(FIRST_LATENT_KEY) is None:

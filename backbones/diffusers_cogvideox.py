@@ -6,7 +6,7 @@ embeddings, so "before" == "after"), text tokens stripped; also the block's vide
 frame_as_latent (default True, DiffTrack): every RGB frame is VAE-encoded as its own one-frame latent, so
 one latent frame per video frame and windows of 13 frames (DiffTrack's chunk). Otherwise the causal VAE
 compresses 4x in time (windows of 4k+1 frames, default 49) and features are interpolated back to frames.
-Noise: the model's DDPM schedule (CogVideoXDDIM: scaled_linear, SNR shift, zero terminal SNR), t from level;
+Noise: the model's DDPM schedule (CogVideoXDDIM: scaled_linear, SNR shift, zero terminal SNR), t from noise_level;
 add_noise=False feeds the clean latent at that timestep (DiffTrack's default). Empty prompt through the
 folder's T5 encoder; zeros of [max_text_seq_length, text_embed_dim] without one.
 Unsupported (ValueError): CogVideoX 1.5 (patch_size_t) and image-to-video transformers.
@@ -18,8 +18,8 @@ import torch
 from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, ddpm_alphas_cumprod, from_pixels, latent_mask,
                                load_denoiser, load_vae, scheduler_config, text_embeddings, to_pixels,
                                vpred_ddim_sdedit)
-from .protocol import check_level
-from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, seeded_noise
+from .protocol import check_noise_level
+from .schedules import ddpm_noise_level, ddpm_noise, ddpm_timestep, seeded_noise
 
 
 class _QKRecorder:
@@ -93,14 +93,14 @@ class CogVideoXBackbone(DiffusersBackbone):
         return [self.transformer, self.vae]
 
     # ---- schedule
-    def timestep_from_level(self, level):
-        return float(ddpm_timestep(level, len(self.alphas_cumprod)))
+    def timestep_from_noise_level(self, noise_level):
+        return float(ddpm_timestep(noise_level, len(self.alphas_cumprod)))
 
-    def level_from_timestep(self, t):
-        return ddpm_level(t, len(self.alphas_cumprod))
+    def noise_level_from_timestep(self, t):
+        return ddpm_noise_level(t, len(self.alphas_cumprod))
 
-    def noise_to(self, latents, level, seed):
-        t = ddpm_timestep(check_level(level), len(self.alphas_cumprod))
+    def noise_to(self, latents, noise_level, seed):
+        t = ddpm_timestep(check_noise_level(noise_level), len(self.alphas_cumprod))
         eps = seeded_noise(latents.shape, seed, latents.device, latents.dtype)
         return ddpm_noise(latents, eps, float(self.alphas_cumprod[t]))
 
@@ -156,9 +156,9 @@ class CogVideoXBackbone(DiffusersBackbone):
                                 return_dict=False)[0]
 
     # ---- features
-    def _window_features(self, frames, level, spec, seed, cond):
+    def _window_features(self, frames, noise_level, spec, seed, cond):
         lat = self._encode_pixels(to_pixels(frames, self.pixel_multiple))
-        x = self.noise_to(lat, level, seed) if self.add_noise else lat
+        x = self.noise_to(lat, noise_level, seed) if self.add_noise else lat
         F_, h, w = lat.shape[1], lat.shape[-2] // self.transformer.config.patch_size, \
             lat.shape[-1] // self.transformer.config.patch_size
         text = self._prompt(cond)
@@ -171,7 +171,7 @@ class CogVideoXBackbone(DiffusersBackbone):
                     orig = blk.attn1.processor
                     blk.attn1.processor = _QKRecorder(orig, cap, i, spec.kinds, spec.rope)
                     cap.handles.append(RestoreProcessor(blk.attn1, orig))
-            got = cap.run(lambda: self._v(x, self.timestep_from_level(level), text))
+            got = cap.run(lambda: self._v(x, self.timestep_from_noise_level(noise_level), text))
         out = {}
         for k, v in got.items():
             if k.startswith("block"):                                   # [1, F*h*w, D] -> [F, D, h, w]
@@ -181,14 +181,14 @@ class CogVideoXBackbone(DiffusersBackbone):
                 out[k] = v.reshape(v.shape[0], F_, h, w, -1).permute(1, 0, 4, 2, 3)
         return out
 
-    def _feature_meta(self, level, spec, layer, kind):
-        meta = super()._feature_meta(level, spec, layer, kind)
+    def _feature_meta(self, noise_level, spec, layer, kind):
+        meta = super()._feature_meta(noise_level, spec, layer, kind)
         meta.update(frame_as_latent=self.frame_as_latent, add_noise=self.add_noise,
                     rope_used=bool(self.transformer.config.use_rotary_positional_embeddings))
         return meta
 
     # ---- guided SDEdit (text guidance only: this is a text-to-video model; images in the conds are unused)
-    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
+    def _regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
         px = to_pixels(frames, self.pixel_multiple)
         lat = self._encode_pixels(px)
@@ -200,7 +200,7 @@ class CogVideoXBackbone(DiffusersBackbone):
             m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
             m = m.transpose(1, 2).to(self.device)                                     # [1,T,1,h,w]
         noise = seeded_noise(lat.shape, seed, self.device)
-        out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps,
+        out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, noise_level, steps,
                                 lambda x, t, which: self._v(x, t, texts[which]).float(), float(guidance), m,
                                 progress)
         x = self._decode_pixels(out)

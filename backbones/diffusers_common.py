@@ -29,7 +29,7 @@ from .capture import StopForward
 from .diffusers_files import (build_on_meta, check_component, check_model_index, check_scheduler_config,
                               check_single_file, failed_load, read_json, release_after_failure)
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import BackboneBase, check_level
+from .protocol import BackboneBase, check_noise_level
 from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
 from .windows import latent_time_to_frames, pad_frames, plan_anchor_chunks, run_windows, video_mask_to_latent
 
@@ -386,25 +386,25 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
 
     # ---- regeneration: validation and loading here, the family's sampler in _regenerate
     @abc.abstractmethod
-    def _regenerate(self, frames: torch.Tensor, level: float, positive, negative, guidance: float, steps: int,
+    def _regenerate(self, frames: torch.Tensor, noise_level: float, positive, negative, guidance: float, steps: int,
                     mask: Optional[torch.Tensor], seed: int, progress) -> torch.Tensor:
         """Guided SDEdit of frames [T,H,W,3] (on self.device) -> IMAGE [T,H,W,3] 0..1."""
 
     @torch.no_grad()
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        level = check_level(level)
+    def regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
+        noise_level = check_noise_level(noise_level)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"images: expected [T,H,W,3], got {list(frames.shape)}")
-        self.regen_steps(level, steps)                # validates steps
+        self.regen_steps(noise_level, steps)                # validates steps
         if float(guidance) < 0:
             raise ValueError(f"guidance: {guidance} must be >= 0")
         self._load()
-        return self._regenerate(frames.to(self.device).float(), level, positive, negative, float(guidance),
+        return self._regenerate(frames.to(self.device).float(), noise_level, positive, negative, float(guidance),
                                 int(steps), mask, int(seed), progress)
 
     # ---- features
     @abc.abstractmethod
-    def _window_features(self, frames: torch.Tensor, level: float, spec, seed: int, cond) -> dict:
+    def _window_features(self, frames: torch.Tensor, noise_level: float, spec, seed: int, cond) -> dict:
         """One forward pass over one window of frames -> {key: tensor [t_latent, ...]}."""
 
     def _latent_to_video(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -414,21 +414,22 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         return latent_time_to_frames(x, num_frames, self.temporal_compression,
                                      self.latent_frames_per_video_frame_causal)
 
-    def _feature_meta(self, level: float, spec, layer: int, kind: str) -> dict:
+    def _feature_meta(self, noise_level: float, spec, layer: int, kind: str) -> dict:
         qk = kind != "block"
         heads = (list(spec.heads) if spec.heads is not None else list(range(self.num_heads))) if qk else None
         return make_feature_meta(os.path.basename(self.source.rstrip("/")), kind, family=self.family, layer=layer,
-                                 heads=heads, noise_level=level, timestep=self.timestep_from_level(level),
+                                 heads=heads, noise_level=noise_level,
+                                 timestep=self.timestep_from_noise_level(noise_level),
                                  rope=spec.rope if qk else None, rope_layout=self.rope_layout if qk else None)
 
     @torch.no_grad()
-    def features(self, frames, level, spec, seed, cond=None, progress=None) -> dict:
-        level = check_level(level)
+    def features(self, frames, noise_level, spec, seed, cond=None, progress=None) -> dict:
+        noise_level = check_noise_level(noise_level)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"image: expected [T,H,W,3], got {list(frames.shape)}")
         check_layers(spec.layers, self.num_layers)
         if spec.chunking == "anchor":
-            return self._anchor_features(frames, level, spec, seed, cond, progress)
+            return self._anchor_features(frames, noise_level, spec, seed, cond, progress)
         T, H, W, _ = frames.shape
         plan = self.window_plan(T, spec)
 
@@ -437,7 +438,7 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         def one_window(w) -> dict[str, torch.Tensor]:
             self._load()                                # ComfyUI may have offloaded them since the last window
             clip = pad_frames(frames[w.start:w.stop], w.length).to(self.device)
-            got = self._window_features(clip, level, spec, seed + w.start, cond)
+            got = self._window_features(clip, noise_level, spec, seed + w.start, cond)
             return {k: self._latent_to_video(got[k].float(), w.length).to(keep_on) for k in spec.keys()}
 
         feats = run_windows(plan, T, one_window, progress,
@@ -446,13 +447,13 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         for layer in spec.layers:
             for kind in spec.kinds:
                 k, x = f"{kind}{layer}", feats[f"{kind}{layer}"]
-                meta = self._feature_meta(level, spec, layer, kind)
+                meta = self._feature_meta(noise_level, spec, layer, kind)
                 meta.update(window=spec.window or self.default_window, overlap=spec.overlap, windows=len(plan),
                             seed=int(seed))
                 out[k] = make_features(x, (H / x.shape[-2], W / x.shape[-1]), (H, W), meta)   # grid spans the frame
         return out
 
-    def _anchor_features(self, frames, level, spec, seed, cond, progress) -> dict:
+    def _anchor_features(self, frames, noise_level, spec, seed, cond, progress) -> dict:
         """DiffTrack's published passes (cvlab-kaist/DiffTrack evaluate_tapvid.py): frame 0 plus the strided frames
         of each chunk (windows.plan_anchor_chunks, `window` frames per pass incl. frame 0; 13 by default). Per-frame
         features come from the first pass holding the frame; "anchor_passes" keeps every pass [(frames [n] long,
@@ -474,7 +475,7 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
             comfy.model_management.throw_exception_if_processing_interrupted()
             self._load()                                # ComfyUI may have offloaded them since the last pass
             idx = [0] + chunk
-            got = self._window_features(frames[idx].to(self.device), level, spec, seed, cond)
+            got = self._window_features(frames[idx].to(self.device), noise_level, spec, seed, cond)
             first = [i for i, t in enumerate(idx) if t not in done]       # frames no earlier pass held
             for k in passes:
                 x = self._latent_to_video(got[k].float(), len(idx))[: len(idx)].to(keep_on)
@@ -491,7 +492,7 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         for layer in spec.layers:
             for kind in spec.kinds:
                 k = f"{kind}{layer}"
-                meta = self._feature_meta(level, spec, layer, kind)
+                meta = self._feature_meta(noise_level, spec, layer, kind)
                 meta.update(window=chunk_len, chunking="anchor", windows=len(chunks), seed=int(seed))
                 out[k] = make_features(per_frame[k], strides[k], (H, W), meta)
                 out[k]["anchor_passes"] = passes[k] if chunks != [[]] else []
@@ -504,17 +505,17 @@ def ddpm_alphas_cumprod(scheduler_cls, config: dict) -> torch.Tensor:
     return scheduler_cls.from_config(config).alphas_cumprod.double()
 
 
-def vpred_ddim_sdedit(x0_latent: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, level: float,
+def vpred_ddim_sdedit(x0_latent: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, noise_level: float,
                       steps: int, predict_v: Callable[[torch.Tensor, int, str], torch.Tensor], guidance: float,
                       mask: Optional[torch.Tensor] = None, progress=None) -> torch.Tensor:
-    """SDEdit with DDIM (eta 0) for a v-prediction model: start at ddpm_timestep(level) from the latent
-    noise_to makes, run the last run_steps(level, steps) steps of a `steps`-step schedule down to clean.
+    """SDEdit with DDIM (eta 0) for a v-prediction model: start at ddpm_timestep(noise_level) from the latent
+    noise_to makes, run the last run_steps(noise_level, steps) steps of a `steps`-step schedule down to clean.
     predict_v(x, t, which) with which in ("pos", "neg"); v = v_pos + w (v_pos - v_neg).
     mask (broadcastable to x, 1 = regenerate): outside it x is reset to the noised original each step."""
     n_train = len(alphas_cumprod)
-    t0 = ddpm_timestep(level, n_train)
+    t0 = ddpm_timestep(noise_level, n_train)
     full = torch.linspace(n_train - 1, 0, steps + 1)
-    ts = [int(round(float(t))) for t in sdedit_tail(full, level, t0)]
+    ts = [int(round(float(t))) for t in sdedit_tail(full, noise_level, t0)]
     a = lambda t: float(alphas_cumprod[t])                     # noqa: E731
     x = ddpm_noise(x0_latent, noise, a(t0))
     for i in range(len(ts) - 1):

@@ -17,8 +17,8 @@ import torch
 from .diffusers_common import (Capture, DiffusersBackbone, clip_normalisation, cond_image, clip_pixels, ddpm_alphas_cumprod,
                                from_pixels, latent_mask, load_denoiser, load_optional, load_vae,
                                scheduler_config, text_embeddings, to_pixels, vpred_ddim_sdedit)
-from .protocol import check_level
-from .schedules import ddpm_level, ddpm_noise, ddpm_timestep, seeded_noise
+from .protocol import check_noise_level
+from .schedules import ddpm_noise_level, ddpm_noise, ddpm_timestep, seeded_noise
 
 TEXT_TOKENS = 77
 
@@ -68,14 +68,14 @@ class I2VGenBackbone(DiffusersBackbone):
         return [m for m in (self.unet, self.vae, self.image_encoder) if m is not None]
 
     # ---- schedule
-    def timestep_from_level(self, level: float) -> float:
-        return float(ddpm_timestep(level, len(self.alphas_cumprod)))
+    def timestep_from_noise_level(self, noise_level: float) -> float:
+        return float(ddpm_timestep(noise_level, len(self.alphas_cumprod)))
 
-    def level_from_timestep(self, t: float) -> float:
-        return ddpm_level(t, len(self.alphas_cumprod))
+    def noise_level_from_timestep(self, t: float) -> float:
+        return ddpm_noise_level(t, len(self.alphas_cumprod))
 
-    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
-        t = ddpm_timestep(check_level(level), len(self.alphas_cumprod))
+    def noise_to(self, latents: torch.Tensor, noise_level: float, seed: int) -> torch.Tensor:
+        t = ddpm_timestep(check_noise_level(noise_level), len(self.alphas_cumprod))
         eps = seeded_noise(latents.shape, seed, latents.device, latents.dtype)
         return ddpm_noise(latents, eps, float(self.alphas_cumprod[t]))
 
@@ -123,12 +123,12 @@ class I2VGenBackbone(DiffusersBackbone):
                          return_dict=False)[0]
 
     # ---- features
-    def _window_features(self, frames, level, spec, seed, cond) -> dict:
+    def _window_features(self, frames, noise_level, spec, seed, cond) -> dict:
         if any(k != "block" for k in spec.kinds):
             raise ValueError("kind: I2VGen-XL offers 'block' features only (UNet up blocks)")
         px = to_pixels(frames, self.pixel_multiple)
         lat = self._encode_pixels(px)
-        noisy = self.noise_to(lat, level, seed)
+        noisy = self.noise_to(lat, noise_level, seed)
         image = px[:1] if cond is None else to_pixels(cond_image(cond, frames.shape[1:3]).to(self.device),
                                                        self.pixel_multiple)
         il, emb = self._image_cond(image, lat.shape[2])
@@ -136,10 +136,10 @@ class I2VGenBackbone(DiffusersBackbone):
         with Capture(spec.keys()) as cap:
             for i in spec.layers:
                 cap.on_output(self.unet.up_blocks[i], f"block{i}")
-            return cap.run(lambda: self._unet(noisy, self.timestep_from_level(level), il, emb, text))
+            return cap.run(lambda: self._unet(noisy, self.timestep_from_noise_level(noise_level), il, emb, text))
 
     # ---- guided SDEdit
-    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
+    def _regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
         px = to_pixels(frames, self.pixel_multiple)
         lat = self._encode_pixels(px)
@@ -154,7 +154,7 @@ class I2VGenBackbone(DiffusersBackbone):
         def predict_v(x, t, which):
             return self._unet(x, t, *conds[which]).float()
 
-        out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, level, steps, predict_v, float(guidance), m,
+        out = vpred_ddim_sdedit(lat, noise, self.alphas_cumprod, noise_level, steps, predict_v, float(guidance), m,
                                 progress)
         x = self._decode_pixels(out)
         return from_pixels(x, (H, W))

@@ -2,7 +2,7 @@
 
 Features (Track4Gen-style): output of unet.up_blocks[i] ("block{i}"); for i < last that is the block's
 upsampler output, so block2 == up_blocks[2].upsamplers[0] (third decoder block, stride 8 px).
-Noise: EDM, x = x0 + sigma*eps with sigma log-linear in level between the scheduler's sigma_min and
+Noise: EDM, x = x0 + sigma*eps with sigma log-linear in noise_level between the scheduler's sigma_min and
 sigma_max (ComfyUI's percent_to_sigma); the UNet sees c_in*x, timestep 0.25*ln(sigma), v-prediction
 (denoised = c_skip*x + c_out*v with sigma_data 1).
 Conditioning as the SVD pipeline, the window's first frame as the image: unscaled VAE latent of the
@@ -20,8 +20,8 @@ import torch
 from .diffusers_common import (Capture, DiffusersBackbone, clip_normalisation, clip_pixels, cond_image, from_pixels,
                                latent_mask, load_denoiser, load_optional, load_vae, masked_guided_euler,
                                scheduler_config, to_pixels)
-from .protocol import check_level
-from .schedules import edm_level, edm_noise, edm_sigma, sdedit_tail, seeded_noise
+from .protocol import check_noise_level
+from .schedules import edm_noise_level, edm_noise, edm_sigma, sdedit_tail, seeded_noise
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -73,19 +73,19 @@ class SVDBackbone(DiffusersBackbone):
         return [m for m in (self.unet, self.vae, self.image_encoder) if m is not None]
 
     # ---- schedule: the "timestep" is what the UNet's time embedding receives, 0.25*ln(sigma)
-    def sigma_from_level(self, level: float) -> float:
-        return edm_sigma(level, self.sigma_min, self.sigma_max)
+    def sigma_from_noise_level(self, noise_level: float) -> float:
+        return edm_sigma(noise_level, self.sigma_min, self.sigma_max)
 
-    def timestep_from_level(self, level: float) -> float:
-        s = self.sigma_from_level(level)
+    def timestep_from_noise_level(self, noise_level: float) -> float:
+        s = self.sigma_from_noise_level(noise_level)
         return 0.25 * math.log(max(s, 1e-12))
 
-    def level_from_timestep(self, t: float) -> float:
-        return edm_level(math.exp(4.0 * float(t)), self.sigma_min, self.sigma_max)
+    def noise_level_from_timestep(self, t: float) -> float:
+        return edm_noise_level(math.exp(4.0 * float(t)), self.sigma_min, self.sigma_max)
 
-    def noise_to(self, latents, level, seed):
+    def noise_to(self, latents, noise_level, seed):
         eps = seeded_noise(latents.shape, seed, latents.device, latents.dtype)
-        return edm_noise(latents, eps, self.sigma_from_level(check_level(level)))
+        return edm_noise(latents, eps, self.sigma_from_noise_level(check_noise_level(noise_level)))
 
     # ---- VAE: latents [1, T, C, h, w] (the UNet's layout), scaled
     @torch.no_grad()
@@ -125,15 +125,15 @@ class SVDBackbone(DiffusersBackbone):
         return c_skip * x + c_out * v
 
     # ---- features
-    def _window_features(self, frames, level, spec, seed, cond):
+    def _window_features(self, frames, noise_level, spec, seed, cond):
         if any(k != "block" for k in spec.kinds):
             raise ValueError("kind: SVD offers 'block' features only (UNet up blocks)")
-        if level == 0.0:
-            raise ValueError("noise_level: SVD (EDM) needs a level > 0 (sigma 0 has no timestep)")
+        if noise_level == 0.0:
+            raise ValueError("noise_level: SVD (EDM) needs a noise_level > 0 (sigma 0 has no timestep)")
         px = to_pixels(frames, self.pixel_multiple)
         lat = self._encode_pixels(px)
-        sigma = self.sigma_from_level(level)
-        noisy = self.noise_to(lat, level, seed)
+        sigma = self.sigma_from_noise_level(noise_level)
+        noisy = self.noise_to(lat, noise_level, seed)
         image = px[:1] if cond is None else to_pixels(cond_image(cond, frames.shape[1:3]).to(self.device),
                                                        self.pixel_multiple)
         il, emb = self._image_cond(image, seed)
@@ -142,8 +142,8 @@ class SVDBackbone(DiffusersBackbone):
                 cap.on_output(self.unet.up_blocks[i], f"block{i}")
             return cap.run(lambda: self._denoise(noisy, sigma, il, emb))
 
-    # ---- guided SDEdit: Euler on the Karras schedule's tail that starts at sigma(level)
-    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
+    # ---- guided SDEdit: Euler on the Karras schedule's tail that starts at sigma(noise_level)
+    def _regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
         px = to_pixels(frames, self.pixel_multiple)
         lat = self._encode_pixels(px)
@@ -152,8 +152,8 @@ class SVDBackbone(DiffusersBackbone):
         m = latent_mask(mask, T, px.shape[-2:], px.shape[-2] // lat.shape[-2])
         m = None if m is None else m.transpose(1, 2).to(self.device)          # [1,T,1,h,w]
         noise = seeded_noise(lat.shape, seed, self.device)
-        sig = sdedit_tail(karras_sigmas(steps, self.sigma_min, self.sigma_max), level,
-                          self.sigma_from_level(level))
+        sig = sdedit_tail(karras_sigmas(steps, self.sigma_min, self.sigma_max), noise_level,
+                          self.sigma_from_noise_level(noise_level))
         x = masked_guided_euler(lat, noise, sig, lambda x, s, b: self._denoise(x, s, *conds[b]), edm_noise,
                                 guidance, m, progress)
         out = self._decode_pixels(x)

@@ -4,7 +4,7 @@ ComfyUI-native adapter (comfy_wan.py) computes the same thing on the same weight
 Loading: a diffusers folder (transformer/, vae/) or a single file in ComfyUI's/original key layout via
 WanTransformer3DModel.from_single_file(file, config=<shipped dir>, local_files_only=True), with the VAE as a
 single file + the shipped vae config. Schedule: flow matching with ComfyUI's Wan shift (8.0 by default),
-sigma = flow_sigma(level, shift), t = 1000*sigma. Conditioning mirrors ComfyUI's WAN21.concat_cond:
+sigma = flow_sigma(noise_level, shift), t = 1000*sigma. Conditioning mirrors ComfyUI's WAN21.concat_cond:
 channels = [4-channel "unknown" mask (1 - known), image latent] with the image latent of
 [first frame, grey...] (core WanImageToVideo), all-zero 512-token text context for the empty prompt.
 q/k are what the attention kernel receives (after QK-norm, after RoPE) or, with rope="before", the
@@ -21,8 +21,8 @@ import torch
 from .diffusers_common import (Capture, DiffusersBackbone, cond_image, from_pixels, load_denoiser, load_from_folder,
                                masked_guided_euler, shipped_config_dir, to_pixels)
 from .diffusers_files import check_single_file
-from .protocol import check_level
-from .schedules import flow_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
+from .protocol import check_noise_level
+from .schedules import flow_noise_level, flow_noise, flow_sigma, sdedit_tail, seeded_noise
 from .windows import pad_frames, quantize_up, video_mask_to_latent
 
 WAN_TEXT_LEN = 512
@@ -110,20 +110,20 @@ class DiffusersWanBackbone(DiffusersBackbone):
         return [self.transformer, self.vae]
 
     # ---- schedule (ComfyUI's Wan flow matching)
-    def sigma_at(self, level):
-        return flow_sigma(check_level(level), self.shift)
+    def sigma_at(self, noise_level):
+        return flow_sigma(check_noise_level(noise_level), self.shift)
 
-    def timestep_from_level(self, level):
-        return 1000.0 * self.sigma_at(level)
+    def timestep_from_noise_level(self, noise_level):
+        return 1000.0 * self.sigma_at(noise_level)
 
-    def level_from_timestep(self, t):
+    def noise_level_from_timestep(self, t):
         if not (0.0 <= float(t) <= 1000.0):
             raise ValueError(f"timestep: {t} must be in [0, 1000]")
-        return flow_level(float(t) / 1000.0, self.shift)
+        return flow_noise_level(float(t) / 1000.0, self.shift)
 
-    def noise_to(self, latents, level, seed):
+    def noise_to(self, latents, noise_level, seed):
         eps = seeded_noise(latents.shape, seed, latents.device, latents.dtype)
-        return flow_noise(latents, eps, self.sigma_at(level))
+        return flow_noise(latents, eps, self.sigma_at(noise_level))
 
     # ---- VAE: model-space latents [1,16,t,h,w] = (z - mean) / std (ComfyUI's Wan21 latent format)
     @torch.no_grad()
@@ -161,9 +161,9 @@ class DiffusersWanBackbone(DiffusersBackbone):
 
     # ---- features: one conditional forward pass on a model-space latent
     @torch.no_grad()
-    def capture_latent(self, x0, level, spec, seed, y=None, text=None) -> dict:
-        noisy = self.noise_to(x0, level, seed)
-        sigma = self.sigma_at(level)
+    def capture_latent(self, x0, noise_level, spec, seed, y=None, text=None) -> dict:
+        noisy = self.noise_to(x0, noise_level, seed)
+        sigma = self.sigma_at(noise_level)
         with Capture(spec.keys()) as cap:
             for i in spec.layers:
                 blk = self.transformer.blocks[i]
@@ -177,12 +177,12 @@ class DiffusersWanBackbone(DiffusersBackbone):
             got = {k: (v if k.startswith("block") else v[:, :, spec.heads]) for k, v in got.items()}
         return got
 
-    def _window_features(self, frames, level, spec, seed, cond):
+    def _window_features(self, frames, noise_level, spec, seed, cond):
         px = to_pixels(frames, self.pixel_multiple)
         x0 = self._encode_pixels(px)
         y = self.image_concat(cond, frames.shape[0], px.shape[-2:]) if cond is not None else \
             (torch.zeros((1, 20) + tuple(x0.shape[2:]), device=x0.device) if self.image_input else None)
-        capture = self.capture_latent(x0, level, spec, seed, y)
+        capture = self.capture_latent(x0, noise_level, spec, seed, y)
         t, h, w = x0.shape[2], x0.shape[3] // 2, x0.shape[4] // 2
         out = {}
         for k, v in capture.items():
@@ -195,7 +195,7 @@ class DiffusersWanBackbone(DiffusersBackbone):
 
     # ---- guided SDEdit: Euler on ComfyUI's "simple" flow schedule tail (sigmas given or computed)
     @torch.no_grad()
-    def regenerate_latent(self, x0, level, y_pos, y_neg, guidance, sigmas, latent_mask=None, seed=0,
+    def regenerate_latent(self, x0, noise_level, y_pos, y_neg, guidance, sigmas, latent_mask=None, seed=0,
                           progress=None):
         noise = seeded_noise(x0.shape, seed, x0.device)
         conds = {"pos": y_pos, "neg": y_neg}
@@ -210,7 +210,7 @@ class DiffusersWanBackbone(DiffusersBackbone):
         s = [float(table[-(1 + int(i * stride))]) for i in range(steps)] + [0.0]
         return torch.tensor(s, dtype=torch.float32)
 
-    def _regenerate(self, frames, level, positive, negative, guidance, steps, mask, seed, progress):
+    def _regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask, seed, progress):
         T, H, W, _ = frames.shape
         length = quantize_up(T, self.temporal_compression)
         px = to_pixels(pad_frames(frames, length), self.pixel_multiple)
@@ -222,8 +222,8 @@ class DiffusersWanBackbone(DiffusersBackbone):
         if mask is not None:
             lm = video_mask_to_latent(mask, T, size, x0.shape[2], self.temporal_compression,
                                       self.vae_stride).to(self.device)
-        sig = sdedit_tail(self.simple_sigmas(int(steps)), level, self.sigma_at(level))
-        out = x0 if len(sig) < 2 else self.regenerate_latent(x0, level, y_pos, y_neg, float(guidance), sig,
+        sig = sdedit_tail(self.simple_sigmas(int(steps)), noise_level, self.sigma_at(noise_level))
+        out = x0 if len(sig) < 2 else self.regenerate_latent(x0, noise_level, y_pos, y_neg, float(guidance), sig,
                                                              lm, seed, progress)
         x = self._decode_pixels(out)[:T]
         return from_pixels(x, (H, W))

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import windows
-from .protocol import ImageCond, ProgressFn, check_level
+from .protocol import ImageCond, ProgressFn, check_noise_level
 
 
 class BatchedClipVisionOutput:
@@ -55,14 +55,14 @@ class BatchRegeneration:
 
     _prepared = None     # (weakrefs of frames and prompts, prepared batch) of the last call
 
-    def regenerate_batch(self, frames: torch.Tensor, level: float, positives: list, negatives: list,
+    def regenerate_batch(self, frames: torch.Tensor, noise_level: float, positives: list, negatives: list,
                          guidance: float, steps: int, masks: Optional[torch.Tensor] = None, seed: int = 0,
                          progress: ProgressFn = None) -> torch.Tensor:
         """frames [B,T,H,W,3] 0..1, one positive and one negative ImageCond per item, masks [B,T,H,W] (1 =
         regenerate) or None -> [B,T,H,W,3]. One sampler call for the batch (progress once per step). A call
         with the same frames tensor and prompt objects as the previous one (a refinement after the coarse pass)
         reuses its VAE encodings (the tensor must not be modified in between)."""
-        level = check_level(level)
+        noise_level = check_noise_level(noise_level)
         if frames.ndim != 5 or len(positives) != frames.shape[0] or len(negatives) != frames.shape[0]:
             raise ValueError(f"frames: expected [B,T,H,W,3] with B positive and B negative prompts, got "
                              f"{tuple(frames.shape)}, {len(positives)}, {len(negatives)}")
@@ -71,7 +71,7 @@ class BatchRegeneration:
         lat_mask = None
         if masks is not None:
             lat_mask = torch.cat([self._latent_mask(masks[b], T, (mh, mw), x0.shape[2]) for b in range(B)], 0)
-        out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
+        out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
         videos = []
         for b in range(B):
             v = self.decode(out[b:b + 1])[:T]

@@ -129,12 +129,12 @@ def captured_forward(patched, cap, x0: torch.Tensor, sigma: float, spec: Feature
     return cap.store
 
 
-def sdedit_sigmas(bb, scheduler: str, level: float, steps: int, guidance: float) -> torch.Tensor:
-    """The tail of bb's `scheduler` schedule (ComfyUI's calculate_sigmas) from sigma(level) for an SDEdit."""
+def sdedit_sigmas(bb, scheduler: str, noise_level: float, steps: int, guidance: float) -> torch.Tensor:
+    """The tail of bb's `scheduler` schedule (ComfyUI's calculate_sigmas) from sigma(noise_level) for an SDEdit."""
     if guidance < 0:
         raise ValueError(f"guidance: {guidance} must be >= 0")
     full = comfy.samplers.calculate_sigmas(bb.model_sampling, scheduler, int(steps)).float()
-    return schedules.sdedit_tail(full, level, bb.sigma_at(level))
+    return schedules.sdedit_tail(full, noise_level, bb.sigma_at(noise_level))
 
 
 def resize_frames(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -5,8 +5,9 @@ What is the same for every such DiT lives here: reading the model (blocks, heads
 stride), VAE encode/decode in model space (process_latent_in of the VAE latent), text conditioning, one captured
 forward pass on a `model.clone()` (capture.py), the token -> grid reshape, the feature window loop
 (windows.run_windows) and the frame-level regeneration wrapper. Each family fills in its schedule
-(sigma_at / timestep_from_level / level_from_timestep / noise_to), its image conditioning (_image_extra), its
-capture class and its regeneration sampler (regenerate_latent), plus the class attributes listed below.
+(sigma_at / timestep_from_noise_level / noise_level_from_timestep / noise_to), its image conditioning
+(_image_extra), its capture class and its regeneration sampler (regenerate_latent), plus the class attributes
+listed below.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .native_batch import BatchRegeneration
 from .native_common import (FIRST_LATENT_KEY, captured_forward, first_frame, guided_euler, install_first_frames,
                             require_model, require_vae, resize_frames)
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_level
+from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_noise_level
 
 HEFT_LAYER = 18        # HeFT's feature layer for Wan2.1-1.3B and Cosmos-Predict2-2B (clamped to the model)
 
@@ -67,8 +68,8 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         """The backbone name written into the features' metadata."""
 
     @abc.abstractmethod
-    def sigma_at(self, level: float) -> float:
-        """ComfyUI's sampler sigma at `level`."""
+    def sigma_at(self, noise_level: float) -> float:
+        """ComfyUI's sampler sigma at `noise_level`."""
 
     @abc.abstractmethod
     def _image_extra(self, cond: Optional[ImageCond], length: int, size: tuple[int, int],
@@ -76,7 +77,7 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         """Conditioning keys for first-frame conditioning of a `length`-frame clip at pixel `size`."""
 
     @abc.abstractmethod
-    def regenerate_latent(self, x0: torch.Tensor, level: float, positive: list, negative: list,
+    def regenerate_latent(self, x0: torch.Tensor, noise_level: float, positive: list, negative: list,
                           guidance: float, steps: int, latent_mask: Optional[torch.Tensor] = None,
                           seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
         """Guided SDEdit on a model-space latent with CONDITIONING lists."""
@@ -152,9 +153,9 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         return {mask_key: mask, FIRST_LATENT_KEY: first}
 
     # ---------------------------------------------------------------- one captured forward pass
-    def capture_latent(self, x0: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+    def capture_latent(self, x0: torch.Tensor, noise_level: float, spec: FeatureSpec, seed: int,
                        conds: list, stop_early: bool = True) -> dict[str, torch.Tensor]:
-        """One conditional forward pass at `level` on the model-space latent x0; returns the raw captures
+        """One conditional forward pass at `noise_level` on the model-space latent x0; returns the raw captures
         (tokens) keyed like "k18" and records the blocks that ran in self.last_blocks_run. The shared model is
         untouched (everything is installed on a clone)."""
         self._check_spec(spec)
@@ -163,7 +164,7 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         cap = self._capture_class(spec, self.num_heads, stop_early=stop_early,
                                   to_device=comfy.model_management.intermediate_device())
         try:
-            return captured_forward(m, cap, x0, self.sigma_at(level), spec, seed, conds)
+            return captured_forward(m, cap, x0, self.sigma_at(noise_level), spec, seed, conds)
         finally:
             self.last_blocks_run = list(cap.blocks_run)
 
@@ -185,9 +186,9 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         return t.reshape(tt, hh, ww, t.shape[-2], t.shape[-1]).permute(0, 3, 4, 1, 2).contiguous()
 
     # ---------------------------------------------------------------- protocol: features
-    def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+    def features(self, frames: torch.Tensor, noise_level: float, spec: FeatureSpec, seed: int,
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
-        level = check_level(level)
+        noise_level = check_noise_level(noise_level)
         self._check_spec(spec)
         frames = frames[..., :3].float()
         T, H, W = frames.shape[:3]
@@ -201,7 +202,7 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         def one_window(win: windows.Window) -> dict[str, torch.Tensor]:
             x0 = self.encode(windows.pad_frames(x[win.start:win.stop], win.length))
             extra = self._image_extra(image_cond, win.length, (mh, mw), need_image=False)
-            raw = self.capture_latent(x0, level, spec, seed, self._conds(text, extra))
+            raw = self.capture_latent(x0, noise_level, spec, seed, self._conds(text, extra))
             grid = (x0.shape[2],) + grid_hw
             return {key: windows.latent_time_to_frames(self._tokens_to_grid(key, raw[key], grid), win.length,
                                                        self.temporal_compression)
@@ -218,19 +219,19 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
                 qk = kind != "block"
                 heads = (list(spec.heads) if spec.heads is not None else list(range(self.num_heads))) if qk else None
                 meta = make_feature_meta(
-                    self.name, kind, family=self.family, layer=layer, heads=heads, noise_level=level,
-                    timestep=self.timestep_from_level(level), rope=spec.rope if qk else None,
-                    rope_layout=self.rope_layout if qk else None, sigma=self.sigma_at(level),
+                    self.name, kind, family=self.family, layer=layer, heads=heads, noise_level=noise_level,
+                    timestep=self.timestep_from_noise_level(noise_level), rope=spec.rope if qk else None,
+                    rope_layout=self.rope_layout if qk else None, sigma=self.sigma_at(noise_level),
                     rope_groups=self.rope_groups if qk else None, num_heads=self.num_heads, window=used_window,
                     overlap=spec.overlap, windows=len(plan), seed=int(seed), model_size=(mh, mw))
                 result[key] = make_features(out[key], stride, (H, W), meta)
         return result
 
     # ---------------------------------------------------------------- protocol: regeneration
-    def regenerate(self, frames: torch.Tensor, level: float, positive: ImageCond, negative: ImageCond,
+    def regenerate(self, frames: torch.Tensor, noise_level: float, positive: ImageCond, negative: ImageCond,
                    guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
                    progress: ProgressFn = None) -> torch.Tensor:
-        level = check_level(level)
+        noise_level = check_noise_level(noise_level)
         frames = frames[..., :3].float()
         T, H, W = frames.shape[:3]
         x = self._to_model_size(frames)
@@ -240,7 +241,7 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         pos = self._conds(positive.text, self._image_extra(positive, length, (mh, mw), need_image=True))
         neg = self._conds(negative.text, self._image_extra(negative, length, (mh, mw), need_image=True))
         lat_mask = None if mask is None else self._latent_mask(mask, T, (mh, mw), x0.shape[2])
-        out = self.regenerate_latent(x0, level, pos, neg, guidance, steps, lat_mask, seed, progress)
+        out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
         video = self.decode(out)[:T]
         if tuple(video.shape[1:3]) != (H, W):
             video = resize_frames(video, (H, W))

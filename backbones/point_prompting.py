@@ -43,7 +43,7 @@ from ..kernels.datatypes import check_points
 from ..kernels.markers import draw_markers, marker_coverage
 from ..kernels.red_tracker import red_pixel_mask, track_red_markers
 from . import schedules, windows
-from .protocol import ImageCond, check_level
+from .protocol import ImageCond, check_noise_level
 
 MODES = ("batched", "multi-marker")
 # The colour tracker's red (OpenCV scales): hue <= 10 or >= 170 of 180, saturation >= 120, value >= 70 of 255.
@@ -77,7 +77,7 @@ class PointPromptingSettings:
 
     def check(self) -> "PointPromptingSettings":
         """Validate every field; ValueError naming the field (= the node input)."""
-        check_level(self.noise_level)
+        check_noise_level(self.noise_level)
         _finite("refine_noise_level", self.refine_noise_level, 0.0, 1.0)
         _finite("noise_level", self.noise_level, 0.0, 1.0)
         if self.noise_level <= 0:
@@ -142,16 +142,16 @@ class PointPromptingResult:
 
 
 # ---------------------------------------------------------------- batching over the protocol
-def regenerate_batch(bb, frames: torch.Tensor, level: float, positives: list, negatives: list, guidance: float,
+def regenerate_batch(bb, frames: torch.Tensor, noise_level: float, positives: list, negatives: list, guidance: float,
                      steps: int, masks: Optional[torch.Tensor] = None, seed: int = 0,
                      progress: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """frames [B,T,H,W,3] with one ImageCond pair per item (masks [B,T,H,W] or None) -> [B,T,H,W,3], every item
     with the same seed. One batched sampler call when the backbone has `regenerate_batch`; otherwise one
     `regenerate` per item (same result, the model read once per item and step)."""
     if hasattr(bb, "regenerate_batch"):
-        return bb.regenerate_batch(frames, level, positives, negatives, guidance, steps, masks=masks, seed=seed,
+        return bb.regenerate_batch(frames, noise_level, positives, negatives, guidance, steps, masks=masks, seed=seed,
                                    progress=progress)
-    return torch.stack([bb.regenerate(frames[b], level, positives[b], negatives[b], guidance, steps,
+    return torch.stack([bb.regenerate(frames[b], noise_level, positives[b], negatives[b], guidance, steps,
                                       mask=None if masks is None else masks[b], seed=seed, progress=progress)
                         for b in range(frames.shape[0])])
 
@@ -386,9 +386,9 @@ class PointPrompting:
     def _cvo(self, image: torch.Tensor):
         return self.encode_image(image) if self.encode_image is not None else None
 
-    def _regenerate(self, marked, pos, neg, level, masks, res) -> torch.Tensor:
+    def _regenerate(self, marked, pos, neg, noise_level, masks, res) -> torch.Tensor:
         res.sampler_calls += 1
-        return regenerate_batch(self.bb, marked, level, pos, neg, float(self.s.guidance), int(self.s.steps),
+        return regenerate_batch(self.bb, marked, noise_level, pos, neg, float(self.s.guidance), int(self.s.steps),
                                 masks=masks, seed=int(self.s.seed), progress=self.progress)
 
     def _track(self, out: torch.Tensor, x0: torch.Tensor, v0: torch.Tensor, slots: list, exclusive: bool):

@@ -4,10 +4,12 @@ Nodes and kernels only talk to a `VideoBackbone`; nothing outside `backbones/` t
 
 Conventions shared by all adapters:
 - frames: IMAGE-like float tensor [T,H,W,3] in 0..1 (video frames on the first axis).
-- level: fraction of the model's own sampling schedule in ComfyUI's `denoise` sense
-  (0 = clean, 1 = pure noise). `timestep_from_level` / `level_from_timestep` convert to the
-  paper's timestep t in [0, 1000] (the number the model's time embedding receives), so published
-  settings ("t = 261") can be reproduced.
+- noise_level (the one name for it here, in the nodes' inputs and in the features' metadata): the fraction of
+  the model's own sampling schedule in ComfyUI's `denoise` sense, 0 = clean, 1 = pure noise; SDEdit runs the
+  last round(steps * noise_level) steps of a `steps`-step schedule. It is not t/1000 (shifted flow schedules and
+  EDM map it non-linearly): `timestep_from_noise_level` / `noise_level_from_timestep` convert to the paper's
+  timestep t in [0, 1000] (the number the model's time embedding receives), so published settings ("t = 261")
+  can be reproduced. Out of [0, 1]: ValueError naming `noise_level` (check_noise_level).
 - features(...) returns {"block18": VDT_FEATURES, "k18": VDT_FEATURES, ...} built with kernels/datatypes.py
   (make_features, make_feature_meta: one metadata schema); time is per VIDEO frame
   (adapters with temporal VAE compression interpolate back to T).
@@ -22,6 +24,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import torch
 
 from . import schedules, windows
+from .schedules import check_noise_level
 
 KINDS = ("block", "q", "k")
 ROPE_MODES = ("before", "after")
@@ -109,20 +112,20 @@ class VideoBackbone(Protocol):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
-    def level_from_timestep(self, t: float) -> float: ...
+    def noise_level_from_timestep(self, t: float) -> float: ...
 
-    def timestep_from_level(self, level: float) -> float: ...
+    def timestep_from_noise_level(self, noise_level: float) -> float: ...
 
-    def noise_to(self, latents: torch.Tensor, level: float, seed: int) -> torch.Tensor: ...
+    def noise_to(self, latents: torch.Tensor, noise_level: float, seed: int) -> torch.Tensor: ...
 
     def num_windows(self, num_frames: int, spec: FeatureSpec) -> int: ...
 
-    def features(self, frames: torch.Tensor, level: float, spec: FeatureSpec, seed: int,
+    def features(self, frames: torch.Tensor, noise_level: float, spec: FeatureSpec, seed: int,
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]: ...
 
-    def regen_steps(self, level: float, steps: int) -> int: ...
+    def regen_steps(self, noise_level: float, steps: int) -> int: ...
 
-    def regenerate(self, frames: torch.Tensor, level: float, positive: Any, negative: Any,
+    def regenerate(self, frames: torch.Tensor, noise_level: float, positive: Any, negative: Any,
                    guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
                    progress: ProgressFn = None) -> torch.Tensor: ...
 
@@ -155,18 +158,11 @@ class BackboneBase:
             return max(len(windows.plan_anchor_chunks(num_frames, spec.window or self.default_window)), 1)
         return len(self.window_plan(num_frames, spec))
 
-    def regen_steps(self, level: float, steps: int) -> int:
-        """Sampler steps regenerate() runs (one progress step each): SDEdit runs the last round(steps*level)
+    def regen_steps(self, noise_level: float, steps: int) -> int:
+        """Sampler steps regenerate() runs (one progress step each): SDEdit runs the last round(steps*noise_level)
         of a `steps`-step schedule (schedules.run_steps)."""
-        return schedules.run_steps(check_level(level), int(steps))
-
-
-def check_level(level: float) -> float:
-    level = float(level)
-    if not (0.0 <= level <= 1.0) or level != level:
-        raise ValueError(f"noise_level: {level} must be in [0, 1]")
-    return level
+        return schedules.run_steps(check_noise_level(noise_level), int(steps))
 
 
 __all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "BackboneBase", "KINDS", "ROPE_MODES", "CHUNKINGS", "ProgressFn",
-           "check_level"]
+           "check_noise_level"]

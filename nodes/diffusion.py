@@ -171,7 +171,7 @@ def video_model_frame_features(model, vae, frames: torch.Tensor, layer: int, tim
     """Appearance features from a video model run on each frame alone (a 1-frame clip), block `layer`,
     averaged over `ensemble_size` noise draws (seeds seed..seed+n-1)."""
     bb = backbone_from_model(model, vae, text=conditioning)
-    level = bb.level_from_timestep(float(timestep))
+    level = bb.noise_level_from_timestep(float(timestep))
     spec = FeatureSpec([int(layer)], kinds=("block",))
     key = spec.keys()[0]
     out = None

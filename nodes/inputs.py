@@ -282,7 +282,7 @@ def noise_level_of(backbone, noise_level: float, timestep: int) -> float:
     """The noise level (fraction of the model's schedule) a feature pass runs at: a `timestep` >= 1 (a paper's t
     of 1000) converted by the backbone, else `noise_level` (timestep 0, or -1 of older graphs)."""
     if int(timestep) > TIMESTEP_OFF:
-        return backbone.level_from_timestep(float(timestep))
+        return backbone.noise_level_from_timestep(float(timestep))
     return float(noise_level)
 
 

@@ -44,12 +44,13 @@ def test_protocol_attributes_and_dispatch(cosmos, wan_vae, bb):
 
 def test_schedule_matches_comfy_model_sampling(bb, cosmos):
     ms = cosmos.get_model_object("model_sampling")
-    for level in (0.05, 0.3, 0.5, 0.9, 0.999):          # (percent_to_sigma(0) is ComfyUI's "infinite" sigma)
-        s = bb.sigma_at(level)
-        assert s == pytest.approx(ms.percent_to_sigma(1.0 - level), rel=1e-5)
-        assert bb.timestep_from_level(level) == pytest.approx(1000 * float(ms.timestep(torch.tensor(s))), rel=1e-5)
-        assert bb.level_from_timestep(bb.timestep_from_level(level)) == pytest.approx(level, abs=1e-6)
-    assert bb.sigma_at(1.0) == pytest.approx(80.0) and bb.timestep_from_level(0.0) == 0.0
+    for noise_level in (0.05, 0.3, 0.5, 0.9, 0.999):          # (percent_to_sigma(0) is ComfyUI's "infinite" sigma)
+        s = bb.sigma_at(noise_level)
+        assert s == pytest.approx(ms.percent_to_sigma(1.0 - noise_level), rel=1e-5)
+        t = bb.timestep_from_noise_level(noise_level)
+        assert t == pytest.approx(1000 * float(ms.timestep(torch.tensor(s))), rel=1e-5)
+        assert bb.noise_level_from_timestep(t) == pytest.approx(noise_level, abs=1e-6)
+    assert bb.sigma_at(1.0) == pytest.approx(80.0) and bb.timestep_from_noise_level(0.0) == 0.0
     assert_flow_noise(bb, bb.flow_t)
 
 
@@ -149,10 +150,10 @@ def regen_setup(bb):
     return clip, edited, x0, pos, neg
 
 
-def _reference(bb, x0, level, steps, pos, neg, w, seed, latent_mask=None):
+def _reference(bb, x0, noise_level, steps, pos, neg, w, seed, latent_mask=None):
     """Hand-written Euler with ComfyUI's Cosmos inpainting (kept cells are fed as latent*(1+sigma), i.e. clean
     to the DiT) and den = den_pos + w (den_pos - den_neg), each branch its own cfg-1 call."""
-    sig = sdedit_sigmas(bb, "karras", steps, level)
+    sig = sdedit_sigmas(bb, "karras", steps, noise_level)
     first = pos[0][1]["vdtrack_first_latent"]
     start = x0.clone()
     start[:, :, :1] = first

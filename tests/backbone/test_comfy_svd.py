@@ -111,9 +111,10 @@ def test_attributes_mapping_and_dispatch(tiny, bb):
 
 def test_schedule_and_unet_input(bb, tiny):
     ms = tiny[0].get_model_object("model_sampling")
-    for level in (0.1, 0.5, 0.9):
-        assert bb.sigma_at(level) == pytest.approx(ms.percent_to_sigma(1.0 - level), rel=1e-5)
-        assert bb.level_from_timestep(bb.timestep_from_level(level)) == pytest.approx(level, abs=1e-9)
+    for noise_level in (0.1, 0.5, 0.9):
+        assert bb.sigma_at(noise_level) == pytest.approx(ms.percent_to_sigma(1.0 - noise_level), rel=1e-5)
+        t = bb.timestep_from_noise_level(noise_level)
+        assert bb.noise_level_from_timestep(t) == pytest.approx(noise_level, abs=1e-9)
     z = torch.zeros(4, 4, 16, 16)
     s = bb.sigma_at(0.3)
     assert bb.noise_to(z, 0.3, seed=2).std().item() == pytest.approx(s, rel=0.03)
@@ -180,18 +181,18 @@ def test_guidance_formula_zero_guidance_and_mask(bb):
     pos = bb._conds(ImageCond(edited, _CVO(1)), (64, 64), True)
     neg = bb._conds(ImageCond(clip[:1], _CVO(2)), (64, 64), True)
     # hand-written Euler with den = den_pos + w (den_pos - den_neg), each branch a separate cfg-1 call
-    w, steps, level = 2.0, 4, 0.5
-    sig = sdedit_sigmas(bb, "karras", steps, level)
+    w, steps, noise_level = 2.0, 4, 0.5
+    sig = sdedit_sigmas(bb, "karras", steps, noise_level)
     den_at = lambda x, s: guided(denoised_at(bb.model, x, s, pos), lambda: denoised_at(bb.model, x, s, neg), w)
-    x = euler(bb.noise_to(x0, level, seed=3), sig, den_at)
-    out = bb.regenerate_latent(x0, level, pos, neg, w, steps, seed=3)
+    x = euler(bb.noise_to(x0, noise_level, seed=3), sig, den_at)
+    out = bb.regenerate_latent(x0, noise_level, pos, neg, w, steps, seed=3)
     assert torch.allclose(out, x, atol=1e-4)
-    zero = bb.regenerate_latent(x0, level, pos, neg, 0.0, steps, seed=3)
-    assert torch.equal(zero, bb.regenerate_latent(x0, level, pos, pos, 0.0, steps, seed=3))
+    zero = bb.regenerate_latent(x0, noise_level, pos, neg, 0.0, steps, seed=3)
+    assert torch.equal(zero, bb.regenerate_latent(x0, noise_level, pos, pos, 0.0, steps, seed=3))
     assert (zero - out).abs().max() > 1e-3
     mask = torch.zeros(3, 1, 8, 8)
     mask[:, :, 2:6, 2:6] = 1
-    masked = bb.regenerate_latent(x0, level, pos, neg, w, steps, latent_mask=mask, seed=3)
+    masked = bb.regenerate_latent(x0, noise_level, pos, neg, w, steps, latent_mask=mask, seed=3)
     assert ((masked - x0) * (1 - mask)).abs().max() < 1e-5 and ((masked - x0) * mask).abs().max() > 1e-3
     with pytest.raises(ValueError, match="clip_vision"):
         bb.regenerate(clip, 0.5, ImageCond(edited), ImageCond(clip[:1]), 1.0, 2)

@@ -40,10 +40,10 @@ def test_capture_is_read_only_and_leaves_model_unchanged(wan_t2v, wan_vae):
 def test_noised_latent_seen_by_model_is_noise_to(wan_t2v, wan_vae):
     bb = ComfyWanBackbone(wan_t2v, wan_vae)
     x0 = bb.encode(synthetic_clip(5, 32, 32))
-    level = 0.4
-    seen = denoised(wan_t2v, x0, bb.sigma_at(level), bb._conds(None, {}), seed=7)["x"]
+    noise_level = 0.4
+    seen = denoised(wan_t2v, x0, bb.sigma_at(noise_level), bb._conds(None, {}), seed=7)["x"]
     # KSAMPLER hands the sampler the noised latent in model space
-    assert torch.allclose(seen, bb.noise_to(x0, level, seed=7), atol=1e-5)
+    assert torch.allclose(seen, bb.noise_to(x0, noise_level, seed=7), atol=1e-5)
 
 
 def test_qk_after_and_before_rope_match_the_module(wan_t2v, wan_vae):
@@ -85,20 +85,21 @@ def test_stop_early_runs_fewer_blocks(wan_t2v, wan_vae):
 def test_level_timestep_round_trip_and_noise_statistics(wan_t2v, wan_vae):
     bb = ComfyWanBackbone(wan_t2v, wan_vae)
     ms = wan_t2v.get_model_object("model_sampling")
-    for level in (0.0, 0.1, 0.5, 0.93, 1.0):
-        assert bb.level_from_timestep(bb.timestep_from_level(level)) == pytest.approx(level, abs=1e-9)
-        assert bb.sigma_at(level) == pytest.approx(ms.percent_to_sigma(1.0 - level), abs=1e-6)
-    assert bb.timestep_from_level(0.5) == pytest.approx(1000 * 8 * 0.5 / (1 + 7 * 0.5))
+    for noise_level in (0.0, 0.1, 0.5, 0.93, 1.0):
+        t = bb.timestep_from_noise_level(noise_level)
+        assert bb.noise_level_from_timestep(t) == pytest.approx(noise_level, abs=1e-9)
+        assert bb.sigma_at(noise_level) == pytest.approx(ms.percent_to_sigma(1.0 - noise_level), abs=1e-6)
+    assert bb.timestep_from_noise_level(0.5) == pytest.approx(1000 * 8 * 0.5 / (1 + 7 * 0.5))
     assert_flow_noise(bb, bb.sigma_at)
     z = torch.zeros(1, 16, 8, 32, 32)
     assert torch.equal(bb.noise_to(z, 0.0, seed=1), z)
 
 
-def _reference_guided_euler(bb, x0, level, steps, pos, neg, w, seed):
+def _reference_guided_euler(bb, x0, noise_level, steps, pos, neg, w, seed):
     """Plain Euler on den = den_pos + w (den_pos - den_neg), each branch a separate cfg-1 ComfyUI call."""
-    sig = sdedit_sigmas(bb, "simple", steps, level)
+    sig = sdedit_sigmas(bb, "simple", steps, noise_level)
     den_at = lambda x, s: guided(denoised_at(bb.model, x, s, pos), lambda: denoised_at(bb.model, x, s, neg), w)
-    return euler(bb.noise_to(x0, level, seed), sig, den_at)
+    return euler(bb.noise_to(x0, noise_level, seed), sig, den_at)
 
 
 @pytest.fixture()

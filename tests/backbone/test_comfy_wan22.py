@@ -103,18 +103,18 @@ def test_first_frame_features_match_comfyui_noise_mask_flow(bb, wan22):
     (clean latent fed to the model and timestep 0 on that frame)."""
     clip = synthetic_clip(9, 64, 64, seed=3)
     image = _marked(clip[:1])
-    level, seed, spec = 0.4, 2, FeatureSpec([1], kinds=("k", "block"))
-    got = bb.features(clip, level, spec, seed, cond=ImageCond(image))
+    noise_level, seed, spec = 0.4, 2, FeatureSpec([1], kinds=("k", "block"))
+    got = bb.features(clip, noise_level, spec, seed, cond=ImageCond(image))
     raw, mask = _ti2v_latent(bb, clip, image)
     cap = DitCapture(spec, bb.num_heads, stop_early=False)
     m = wan22.clone()
     cap.install(m)
-    one_call(m, schedules.seeded_noise(raw.shape, seed), raw, bb.sigma_at(level), bb._conds(None, {}), seed=seed,
+    one_call(m, schedules.seeded_noise(raw.shape, seed), raw, bb.sigma_at(noise_level), bb._conds(None, {}), seed=seed,
              denoise_mask=mask)
     ref = bb._tokens_to_grid("k1", cap.store["k1"], (3, 2, 2))
     assert torch.allclose(got["k1"]["features"][0], ref[0], atol=1e-4)
     assert torch.allclose(got["k1"]["features"][8], ref[2], atol=1e-4)
-    plain = bb.features(clip, level, spec, seed)
+    plain = bb.features(clip, noise_level, spec, seed)
     assert (plain["k1"]["features"][0] - got["k1"]["features"][0]).abs().max() > 1e-3
 
 
@@ -127,12 +127,12 @@ def ti2v_setup(bb):
     return clip, edited, x0, pos, neg
 
 
-def _reference_ti2v_euler(bb, x0, level, steps, pos, neg, w, seed):
+def _reference_ti2v_euler(bb, x0, noise_level, steps, pos, neg, w, seed):
     """Plain Euler on den = den_pos + w (den_pos - den_neg); each branch is a separate cfg-1 call (no inpainting;
     the conditioning's `denoise_mask` gives WAN22 its per-frame timesteps) whose input has that branch's own clean
     first latent frame; the kept frame's prediction is the positive first latent."""
     fp, fn = pos[0][1][FIRST_LATENT_KEY], neg[0][1][FIRST_LATENT_KEY]
-    sig = sdedit_sigmas(bb, "simple", steps, level)
+    sig = sdedit_sigmas(bb, "simple", steps, noise_level)
     start = x0.clone()
     start[:, :, :1] = fp
 
@@ -142,7 +142,7 @@ def _reference_ti2v_euler(bb, x0, level, steps, pos, neg, w, seed):
         den = guided(denoised_at(bb.model, xp, s, pos), lambda: denoised_at(bb.model, xn, s, neg), w)
         den[:, :, :1] = fp
         return den
-    return euler(bb.noise_to(start, level, seed), sig, den_at)
+    return euler(bb.noise_to(start, noise_level, seed), sig, den_at)
 
 
 def test_guidance_zero_is_plain_conditional_ti2v_sampling(bb, wan22, ti2v_setup):

@@ -1,6 +1,6 @@
 """Tiny diffusers backbones (I2VGen-XL, SVD, CogVideoX) built by vdt_dev.make_tiny_diffusers: offline loading
 from a folder and from a single file + config, feature shapes/strides per video frame, the noise schedules,
-level <-> timestep, CogVideoX q/k after RoPE, and the loader/extractor nodes."""
+noise_level <-> timestep, CogVideoX q/k after RoPE, and the loader/extractor nodes."""
 from __future__ import annotations
 
 import math
@@ -124,27 +124,28 @@ def test_noise_statistics_follow_the_schedule(backbones):
     x = torch.zeros(1, 4, 16, 32, 32)
     for fam in ("i2vgen", "cogvideox"):
         b = backbones[fam]
-        t = int(b.timestep_from_level(0.5))
+        t = int(b.timestep_from_noise_level(0.5))
         abar = float(b.alphas_cumprod[t])
         n = b.noise_to(x, 0.5, seed=0)
         assert n.std().item() == pytest.approx(math.sqrt(1 - abar), rel=0.02)
         assert b.noise_to(x + 1, 0.5, seed=0).mean().item() == pytest.approx(math.sqrt(abar), abs=0.02)
         assert torch.equal(b.noise_to(x, 0.5, seed=0), n)
     svd = backbones["svd"]
-    s = svd.sigma_from_level(0.3)
+    s = svd.sigma_from_noise_level(0.3)
     assert svd.noise_to(x, 0.3, seed=1).std().item() == pytest.approx(s, rel=0.02)
-    # I2VGen-XL's zero terminal SNR: pure noise at level 1; CogVideoX-2B's SNR shift makes t=999 pure noise too
+    # I2VGen-XL's zero terminal SNR: pure noise at noise_level 1; CogVideoX-2B's SNR shift makes t=999 pure noise too
     assert float(backbones["i2vgen"].alphas_cumprod[-1]) < 1e-6
 
 
 @pytest.mark.parametrize("family", ["i2vgen", "svd", "cogvideox"])
 def test_level_timestep_round_trip(backbones, family):
     b = backbones[family]
-    for level in (0.05, 0.3, 0.6, 0.9):
-        assert b.level_from_timestep(b.timestep_from_level(level)) == pytest.approx(level, abs=1e-3)
+    for noise_level in (0.05, 0.3, 0.6, 0.9):
+        t = b.timestep_from_noise_level(noise_level)
+        assert b.noise_level_from_timestep(t) == pytest.approx(noise_level, abs=1e-3)
     if family != "svd":
-        assert b.timestep_from_level(b.level_from_timestep(300)) == 300.0      # TED's t = 300
-        assert b.timestep_from_level(b.level_from_timestep(19)) == 19.0        # DiffTrack's t = 19
+        assert b.timestep_from_noise_level(b.noise_level_from_timestep(300)) == 300.0      # TED's t = 300
+        assert b.timestep_from_noise_level(b.noise_level_from_timestep(19)) == 19.0        # DiffTrack's t = 19
 
 
 @pytest.mark.parametrize("family", ["i2vgen", "svd", "cogvideox"])

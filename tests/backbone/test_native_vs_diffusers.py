@@ -49,7 +49,7 @@ def test_offline_single_file_load(pair_t2v, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cb, db = pair_t2v
     assert (db.num_layers, db.num_heads, db.head_dim) == (cb.num_layers, cb.num_heads, cb.head_dim)
-    assert db.timestep_from_level(0.4) == pytest.approx(cb.timestep_from_level(0.4), abs=1e-9)
+    assert db.timestep_from_noise_level(0.4) == pytest.approx(cb.timestep_from_noise_level(0.4), abs=1e-9)
 
 
 def test_same_features_on_same_latent(pair_t2v):
@@ -108,13 +108,13 @@ def test_same_guided_masked_regeneration(tiny_models, wan_i2v, wan_vae, tmp_path
         ys.append(torch.cat([known, wan_i2v.model.process_latent_in(extra["concat_latent_image"])], 1))
     mask = torch.zeros(1, 1, x0.shape[2], 8, 8)
     mask[..., 2:6, 2:6] = 1.0
-    steps, level, w = 6, 0.6, 3.0
+    steps, noise_level, w = 6, 0.6, 3.0
     full = comfy.samplers.calculate_sigmas(cb.model_sampling, "simple", steps).float()
     assert torch.allclose(full, db.simple_sigmas(steps), atol=1e-6)
-    sig = schedules.sdedit_tail(full, level, cb.sigma_at(level))
+    sig = schedules.sdedit_tail(full, noise_level, cb.sigma_at(noise_level))
     for m in (None, mask):
-        rc = cb.regenerate_latent(x0, level, conds[0], conds[1], w, steps, m, seed=5)
-        rd = db.regenerate_latent(x0, level, ys[0], ys[1], w, sig, m, seed=5)
+        rc = cb.regenerate_latent(x0, noise_level, conds[0], conds[1], w, steps, m, seed=5)
+        rd = db.regenerate_latent(x0, noise_level, ys[0], ys[1], w, sig, m, seed=5)
         diff = (rc - rd).abs().max().item()
         assert diff < TOL * max(1.0, rc.abs().max().item()), diff
         assert (rc - x0).abs().max() > 1e-2                     # it did regenerate

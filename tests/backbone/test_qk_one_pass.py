@@ -16,9 +16,9 @@ def test_q_and_k_from_one_pass(wan_t2v, wan_vae, monkeypatch):
     calls = []
     orig = bb_cls.features
 
-    def counting(self, frames, level, spec, *a, **k):
+    def counting(self, frames, noise_level, spec, *a, **k):
         calls.append(spec.kinds)
-        return orig(self, frames, level, spec, *a, **k)
+        return orig(self, frames, noise_level, spec, *a, **k)
     monkeypatch.setattr(bb_cls, "features", counting)
     q, k = VDT_ExtractDiffusionFeatures.execute(wan_t2v, wan_vae, clip, layer=1, kind="q+k", noise_level=0.1,
                                                 seed=3).result

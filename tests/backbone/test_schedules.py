@@ -15,10 +15,10 @@ def test_flow_sigma_matches_comfy_and_round_trips(shift):
 
     ms = ms_mod.ModelSamplingDiscreteFlow()
     ms.set_parameters(shift=shift, multiplier=1000)
-    for level in (0.0, 0.05, 0.25, 0.5, 0.9, 1.0):
-        s = S.flow_sigma(level, shift)
-        assert s == pytest.approx(ms.percent_to_sigma(1.0 - level), abs=1e-7)
-        assert S.flow_level(s, shift) == pytest.approx(level, abs=1e-12)
+    for noise_level in (0.0, 0.05, 0.25, 0.5, 0.9, 1.0):
+        s = S.flow_sigma(noise_level, shift)
+        assert s == pytest.approx(ms.percent_to_sigma(1.0 - noise_level), abs=1e-7)
+        assert S.flow_noise_level(s, shift) == pytest.approx(noise_level, abs=1e-12)
     assert S.flow_sigma(0.5, 8.0) == pytest.approx(4.0 / 4.5)     # hand value
 
 
@@ -27,10 +27,10 @@ def test_edm_sigma_matches_comfy_and_round_trips():
 
     ms = ms_mod.ModelSamplingContinuousEDM()
     ms.set_parameters(sigma_min=0.002, sigma_max=700.0, sigma_data=1.0)
-    for level in (0.1, 0.5, 0.99):
-        s = S.edm_sigma(level, 0.002, 700.0)
-        assert s == pytest.approx(ms.percent_to_sigma(1.0 - level), rel=1e-6)   # comfy keeps float32 bounds
-        assert S.edm_level(s, 0.002, 700.0) == pytest.approx(level, abs=1e-12)
+    for noise_level in (0.1, 0.5, 0.99):
+        s = S.edm_sigma(noise_level, 0.002, 700.0)
+        assert s == pytest.approx(ms.percent_to_sigma(1.0 - noise_level), rel=1e-6)   # comfy keeps float32 bounds
+        assert S.edm_noise_level(s, 0.002, 700.0) == pytest.approx(noise_level, abs=1e-12)
     assert S.edm_sigma(1.0, 0.002, 700.0) == pytest.approx(700.0)
     assert S.edm_sigma(0.0, 0.002, 700.0) == 0.0
 
@@ -38,7 +38,7 @@ def test_edm_sigma_matches_comfy_and_round_trips():
 def test_ddpm_timestep_round_trip():
     assert S.ddpm_timestep(0.5) == 500 and S.ddpm_timestep(1.0) == 999
     for t in (0, 261, 999):
-        assert S.ddpm_timestep(S.ddpm_level(t)) == t
+        assert S.ddpm_timestep(S.ddpm_noise_level(t)) == t
 
 
 def test_noised_statistics_per_family():

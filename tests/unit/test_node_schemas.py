@@ -67,7 +67,7 @@ def test_noise_level_of_a_timestep_or_the_noise_level():
     from vdtrack.nodes.inputs import noise_level_of
 
     class Schedule:                               # a backbone whose level is t / 1000
-        def level_from_timestep(self, t):
+        def noise_level_from_timestep(self, t):
             return t / 1000.0
 
     assert noise_level_of(Schedule(), 0.3, 0) == 0.3 and noise_level_of(Schedule(), 0.3, -1) == 0.3

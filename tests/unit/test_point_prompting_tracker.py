@@ -52,7 +52,7 @@ class PastingBackbone:
     ground-truth path, pastes it only where that point is visible, and keeps the input outside a RePaint mask.
     A marker belongs to the point whose position on the first frame (or, if hidden there, whose last visible
     position before it in the clip's time direction) lies within 1.5 px of a red pixel. coarse_offset shifts the
-    pasted markers of full-strength passes (level == coarse_level) to check that refinement replaces them."""
+    pasted markers of full-strength passes (noise_level == coarse_level) to check that refinement replaces them."""
 
     family = "test"
     num_layers, num_heads, head_dim = 1, 1, 1
@@ -66,20 +66,20 @@ class PastingBackbone:
         self.batch_sizes: list[int] = []
         self.masked_calls = 0
 
-    def regenerate_batch(self, frames, level, positives, negatives, guidance, steps, masks=None, seed=0,
+    def regenerate_batch(self, frames, noise_level, positives, negatives, guidance, steps, masks=None, seed=0,
                          progress=None):
         self.batch_sizes.append(frames.shape[0])
-        for _ in range(schedules.run_steps(level, steps)):
+        for _ in range(schedules.run_steps(noise_level, steps)):
             if progress is not None:
                 progress()
-        return torch.stack([self._one(frames[b], level, positives[b], None if masks is None else masks[b])
+        return torch.stack([self._one(frames[b], noise_level, positives[b], None if masks is None else masks[b])
                             for b in range(frames.shape[0])])
 
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        return self.regenerate_batch(frames[None], level, [positive], [negative], guidance, steps,
+    def regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
+        return self.regenerate_batch(frames[None], noise_level, [positive], [negative], guidance, steps,
                                      None if mask is None else mask[None], seed, progress)[0]
 
-    def _one(self, frames, level, positive, mask):
+    def _one(self, frames, noise_level, positive, mask):
         idx = (frames[:, 0, 0, 2] * 255).round().long()
         t0 = int(idx[0])
         d = 1 if len(idx) < 2 else int(idx[1] - idx[0])
@@ -94,7 +94,7 @@ class PastingBackbone:
                 owners.append(p)
         out = frames.clone()
         out[0] = positive.image[0]
-        off = self.coarse_offset if level == self.coarse_level else 0.0
+        off = self.coarse_offset if noise_level == self.coarse_level else 0.0
         for j in range(1, frames.shape[0]):
             t = int(idx[j])
             pts = [torch.tensor([0.0, float(self.paths[t, p, 0]) + off, float(self.paths[t, p, 1])])
@@ -115,9 +115,9 @@ class SequentialBackbone(PastingBackbone):
             raise AttributeError(name)
         return super().__getattribute__(name)
 
-    def regenerate(self, frames, level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
-        return PastingBackbone.regenerate_batch(self, frames[None], level, [positive], [negative], guidance, steps,
-                                                None if mask is None else mask[None], seed, progress)[0]
+    def regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
+        return PastingBackbone.regenerate_batch(self, frames[None], noise_level, [positive], [negative], guidance,
+                                                steps, None if mask is None else mask[None], seed, progress)[0]
 
 
 def settings(**kw) -> PointPromptingSettings:

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--layer", type=int, default=None)
     ap.add_argument("--kind", default="k", choices=["k", "q", "block"])
-    ap.add_argument("--level", type=float, default=0.02)
+    ap.add_argument("--noise-level", type=float, default=0.02)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     ap.add_argument("--comfyui", default=COMFYUI_DIR)
@@ -125,11 +125,11 @@ def main(argv=None) -> int:
             if cuda:
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
-            raw = bb.capture_latent(x0, a.level, spec, seed=0, conds=bb._conds(None, {}))
+            raw = bb.capture_latent(x0, a.noise_level, spec, seed=0, conds=bb._conds(None, {}))
             if cuda:
                 torch.cuda.synchronize()
             t2 = time.perf_counter()
-            feats = bb.features(clip, a.level, spec, seed=0)
+            feats = bb.features(clip, a.noise_level, spec, seed=0)
             if cuda:
                 torch.cuda.synchronize()
             t3 = time.perf_counter()

@@ -60,9 +60,9 @@ def denoised_at(patcher, x, s, conds, seed=0, first_frames=False) -> torch.Tenso
 
 
 # ---------------------------------------------------------------- hand-written Euler reference
-def sdedit_sigmas(bb, scheduler: str, steps: int, level: float) -> torch.Tensor:
+def sdedit_sigmas(bb, scheduler: str, steps: int, noise_level: float) -> torch.Tensor:
     full = comfy.samplers.calculate_sigmas(bb.model_sampling, scheduler, steps).float()
-    return schedules.sdedit_tail(full, level, bb.sigma_at(level))
+    return schedules.sdedit_tail(full, noise_level, bb.sigma_at(noise_level))
 
 
 def guided(dp: torch.Tensor, negative, w: float) -> torch.Tensor:
@@ -80,13 +80,14 @@ def euler(x: torch.Tensor, sig: torch.Tensor, den_at) -> torch.Tensor:
 
 
 def assert_flow_noise(bb, t_of) -> None:
-    """noise_to is (1-t) x0 + t eps with t = t_of(level): std t on a zero latent, mean 2 (1-t) on a latent of 2s."""
+    """noise_to is (1-t) x0 + t eps with t = t_of(noise_level): std t on a zero latent, mean 2 (1-t) on a latent
+    of 2s."""
     z = torch.zeros(1, 16, 8, 32, 32)
-    for level in (0.2, 0.7):
-        t = t_of(level)
-        assert bb.noise_to(z, level, seed=3).std().item() == pytest.approx(t, rel=0.02)
+    for noise_level in (0.2, 0.7):
+        t = t_of(noise_level)
+        assert bb.noise_to(z, noise_level, seed=3).std().item() == pytest.approx(t, rel=0.02)
         c = torch.full_like(z, 2.0)
-        assert bb.noise_to(c, level, seed=3).mean().item() == pytest.approx(2.0 * (1 - t), abs=0.01 * t + 1e-3)
+        assert bb.noise_to(c, noise_level, seed=3).mean().item() == pytest.approx(2.0 * (1 - t), abs=0.01 * t + 1e-3)
 
 
 # ---------------------------------------------------------------- the shared model is left unchanged
@@ -112,10 +113,10 @@ def assert_capture_read_only(patcher, x0, sigma, conds, cap, **kwargs) -> None:
     assert torch.equal(plain, hooked)
 
 
-def assert_repeatable(bb, clip, level, spec, seed, **kwargs) -> None:
+def assert_repeatable(bb, clip, noise_level, spec, seed, **kwargs) -> None:
     """Two feature runs with the same inputs give the same tensors."""
-    f1 = bb.features(clip, level, spec, seed=seed, **kwargs)
-    f2 = bb.features(clip, level, spec, seed=seed, **kwargs)
+    f1 = bb.features(clip, noise_level, spec, seed=seed, **kwargs)
+    f2 = bb.features(clip, noise_level, spec, seed=seed, **kwargs)
     for k in f1:
         assert torch.equal(f1[k]["features"], f2[k]["features"])
 
