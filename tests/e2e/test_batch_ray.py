@@ -110,3 +110,72 @@ def test_two_actors_kill_retry_resume(tmp_path):
     npz = _server_files(str(servers), ".npz")
     assert all(npz.get(k) == 1 for k in finished), npz
     assert all(npz.get(k, 0) >= 1 for k in redone), npz
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head of our own, started the way a user starts one (`ray start --head`) on loopback, on free ports,
+    with token authentication (this Ray's default for `ray start`; drivers get the token through RAY_AUTH_TOKEN).
+    Yields (address, environment for a driver, the head's temp folder). Stopped in the end by ending its own
+    process group (`ray stop` would stop every Ray on the machine); its workers exit with its raylet."""
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from vdtrack.batch.server import free_port
+
+    ports = iter(free_port() for _ in range(9))
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               RAY_USAGE_STATS_ENABLED="0")
+    temp = tempfile.mkdtemp(prefix="vdtray")          # short: Ray's socket paths must fit in 107 bytes
+    port = next(ports)
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block", f"--port={port}",
+           "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+           f"--dashboard-port={next(ports)}", f"--dashboard-agent-listen-port={next(ports)}",
+           f"--dashboard-agent-grpc-port={next(ports)}", f"--metrics-export-port={next(ports)}",
+           f"--runtime-env-agent-port={next(ports)}", f"--node-manager-port={next(ports)}",
+           f"--object-manager-port={next(ports)}", f"--temp-dir={temp}", "--disable-usage-stats"]
+    head = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    try:
+        started = []
+        for line in head.stdout:                       # ends when it is up (or when it exits)
+            started.append(line)
+            if "Ray runtime started" in line:
+                break
+        assert head.poll() is None, "".join(started)
+        yield f"127.0.0.1:{port}", env, temp
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)            # this head's group only (gcs, raylet, monitors)
+        head.wait()
+        head.stdout.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_address_joins_an_existing_cluster(ray_head, server, tmp_path):
+    """`vdtrack-batch --ray-address` (the user's command, in its own process with the cluster's token): the
+    driver joins the head started above, its actor attaches to the session's server, every job runs once; the
+    head's logs hold that driver process's log (it joined this cluster, it started none)."""
+    import glob
+    import subprocess
+    import sys
+
+    address, env, temp = ray_head
+    clips = tmp_path / "clips"
+    for i in range(2):
+        write_clip_mp4(str(clips / f"clip{i}.mp4"), seed=i, frames=FRAMES, size=(SIZE, SIZE))
+        (clips / f"clip{i}.points.json").write_text(json.dumps([{"x": 20, "y": 20 + 8 * i}]))
+    out = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "vdtrack.batch", WORKFLOW, str(clips), "--out", str(out),
+                               "--server", server.url, "--ray-address", address, "--prefix", "raytest_address",
+                               "--quiet", "--no-download"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    text = driver.communicate()[0]
+    assert driver.returncode == 0, text
+    assert "2/2 jobs succeeded" in text, text
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted((j["key"], j["status"]) for j in summary["jobs"]) == [("clip0", "success"), ("clip1", "success")]
+    assert glob.glob(os.path.join(temp, "session_*", "logs", f"python-core-driver-*_{driver.pid}.log")), \
+        os.listdir(glob.glob(os.path.join(temp, "session_*", "logs"))[0])
