@@ -58,15 +58,18 @@ def component_dir(root: str, component: str) -> Optional[str]:
 
 
 def _weights_variant(folder: str) -> Optional[str]:
-    """None for plain weights files, "fp16" for diffusion_pytorch_model.fp16.safetensors, etc."""
+    """None for plain weights files, "fp16" for diffusion_pytorch_model.fp16.safetensors or for shards listed in
+    diffusion_pytorch_model.safetensors.index.fp16.json (diffusers' variant names), etc."""
     names = set(os.listdir(folder))
     for base in ("diffusion_pytorch_model", "model"):
         if f"{base}.safetensors" in names or f"{base}.safetensors.index.json" in names:
             return None
-    for n in sorted(names):
-        m = re.fullmatch(r"(?:diffusion_pytorch_model|model)\.([A-Za-z0-9_-]+)\.safetensors(?:\.index\.json)?", n)
-        if m:
-            return m.group(1)
+    for pattern in (r"(?:diffusion_pytorch_model|model)\.safetensors\.index\.([A-Za-z0-9_]+)\.json",   # sharded
+                    r"(?:diffusion_pytorch_model|model)\.([A-Za-z0-9_]+)\.safetensors"):
+        for n in sorted(names):
+            m = re.fullmatch(pattern, n)
+            if m:
+                return m.group(1)
     if any(n.endswith((".bin", ".ckpt", ".pt", ".pth")) for n in names):
         raise ValueError(f"model: {folder} holds pickle weights only; vdtrack loads safetensors only")
     raise ValueError(f"model: no safetensors weights in {folder}")

@@ -217,14 +217,16 @@ def build_on_meta(cls, folder: str) -> torch.nn.Module:
 # ------------------------------------------------------------------ weights
 def weights_files(folder: str, variant: Optional[str]) -> list[str]:
     """The .safetensors files of a component folder: the single weights file, or the shards its index names
-    (plain file names inside the folder, each existing)."""
+    (plain file names inside the folder, each existing). Names as diffusers/transformers write them:
+    diffusion_pytorch_model[.VARIANT].safetensors, diffusion_pytorch_model.safetensors.index[.VARIANT].json."""
     names = set(os.listdir(folder))
     suffix = f".{variant}.safetensors" if variant else ".safetensors"
+    index_suffix = f".safetensors.index.{variant}.json" if variant else ".safetensors.index.json"   # diffusers'
     for base in ("diffusion_pytorch_model", "model"):
         if base + suffix in names:
             return [os.path.join(folder, base + suffix)]
-        if base + suffix + ".index.json" in names:
-            path = os.path.join(folder, base + suffix + ".index.json")
+        if base + index_suffix in names:
+            path = os.path.join(folder, base + index_suffix)
             index = read_json(path)
             weight_map = index.get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
@@ -308,13 +310,17 @@ def check_memory(need: int, where: str, what: str) -> None:
                          f"{free / 2 ** 30:,.1f} GiB is free")
 
 
-def _load_bytes(model: torch.nn.Module, dtype: torch.dtype, file_bytes: int) -> int:
-    """RAM a from_pretrained load peaks at: the module (built in float32 and converted, unless accelerate builds
-    it empty) plus the state dict read from the files."""
+def _load_bytes(model: Optional[torch.nn.Module], dtype: torch.dtype, file_bytes: int) -> int:
+    """RAM a diffusers load peaks at: without accelerate, the module built with random weights in float32 plus
+    the state dict read from the files; with accelerate (modules built empty, the tensors moved in) about the
+    larger of the two. `model` None: a file whose model is not known here, counted as its own size twice (once)."""
     from diffusers.utils import is_accelerate_available
 
-    built = model_bytes(model, dtype if is_accelerate_available() else torch.float32)
-    return built + file_bytes
+    if model is None:
+        return file_bytes if is_accelerate_available() else 2 * file_bytes
+    if is_accelerate_available():
+        return max(model_bytes(model, dtype), file_bytes)
+    return model_bytes(model, torch.float32) + file_bytes
 
 
 def check_component(cls, folder: str, variant: Optional[str], dtype: torch.dtype) -> None:
@@ -339,7 +345,7 @@ def check_single_file(model: torch.nn.Module, file: str, dtype: torch.dtype, str
     shipped config, the file is what may be wrong). Returns the header."""
     header = read_header(file)
     if model is None:
-        check_memory(2 * header_bytes(header), label(file), "this file")
+        check_memory(_load_bytes(None, dtype, header_bytes(header)), label(file), "this file")
         return header
     if strip is not None:
         check_weights_match(model, strip(header, set(model.state_dict())), label(file))

@@ -179,6 +179,22 @@ def test_shard_index_cannot_escape_the_folder(diffusers_root, loader):
         loader("shards")
 
 
+def test_sharded_variant_weights_load(diffusers_root, loader):
+    """The good case of the shard checks: a transformer saved as diffusers writes fp16-variant shards
+    (diffusion_pytorch_model.fp16-0000k-of-0000n.safetensors + diffusion_pytorch_model.safetensors.index.fp16.json)
+    loads through the node with the same weights."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    d = _copy(diffusers_root, "sharded")
+    tr = os.path.join(d, "transformer")
+    model = CogVideoXTransformer3DModel.from_pretrained(tr)
+    shutil.rmtree(tr)
+    model.save_pretrained(tr, variant="fp16", max_shard_size="100KB")
+    assert len([f for f in os.listdir(tr) if f.endswith(".safetensors")]) > 1
+    loaded = loader("sharded").transformer.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
+
+
 def test_unknown_and_missing_keys(diffusers_root, loader):
     from safetensors.torch import load_file
 
