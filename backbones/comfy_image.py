@@ -29,7 +29,7 @@ import comfy.model_management
 from .comfy_svd import UpBlockCapture, is_svd_model
 from .native_common import conditional_forward, require_vae, resize_frames
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import ProgressFn
+from .protocol import ProgressFn, nearest_multiple_size
 
 DIFT_TIMESTEP = 261          # DIFT semantic correspondence (SD 2.1)
 DIFT_UP_FT_INDEX = 1
@@ -82,8 +82,7 @@ class ComfyImageUNet:
         return self.pixel_multiple // 2 ** (up_ft_index + 1)
 
     def model_size(self, h: int, w: int) -> tuple[int, int]:
-        s = self.pixel_multiple
-        return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
+        return nearest_multiple_size(h, w, self.pixel_multiple)
 
     def sigma_at(self, timestep: int) -> float:
         t = int(timestep)

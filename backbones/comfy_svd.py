@@ -122,10 +122,6 @@ class ComfySVDBackbone(BackboneBase):
         return schedules.edm_noise(latents, eps, self.sigma_at(noise_level))
 
     # ---------------------------------------------------------------- VAE
-    def model_size(self, h: int, w: int) -> tuple[int, int]:
-        s = self.pixel_multiple
-        return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
-
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """[T,H,W,3] 0..1 -> model-space latent [T,4,h,w]."""
         return self.model.model.process_latent_in(self.vae.encode(frames[..., :3]).float())

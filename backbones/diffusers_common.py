@@ -29,7 +29,7 @@ from .capture import StopForward
 from .diffusers_files import (build_on_meta, check_component, check_model_index, check_scheduler_config,
                               check_single_file, failed_load, read_json, release_after_failure)
 from ..kernels.datatypes import make_feature_meta, make_features
-from .protocol import BackboneBase, check_noise_level
+from .protocol import BackboneBase, check_noise_level, nearest_multiple_size
 from .schedules import ddpm_noise, ddpm_timestep, sdedit_tail
 from .windows import latent_time_to_frames, pad_frames, plan_anchor_chunks, run_windows, video_mask_to_latent
 
@@ -171,8 +171,7 @@ def to_pixels(frames: torch.Tensor, multiple: int) -> torch.Tensor:
     """IMAGE [T,H,W,3] 0..1 -> [T,3,H',W'] in [-1,1] with H',W' the nearest multiples of `multiple`
     (a feature grid over the resized frame spans the whole input frame: stride = H/h)."""
     T, H, W, _ = frames.shape
-    h2 = max(multiple, int(round(H / multiple)) * multiple)
-    w2 = max(multiple, int(round(W / multiple)) * multiple)
+    h2, w2 = nearest_multiple_size(H, W, multiple)
     x = frames.permute(0, 3, 1, 2).float()
     if (h2, w2) != (H, W):
         x = F.interpolate(x, size=(h2, w2), mode="bilinear", align_corners=False, antialias=True)

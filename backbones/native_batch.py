@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import windows
-from .protocol import ImageCond, ProgressFn, check_noise_level
+from .protocol import ImageCond, ProgressFn, check_noise_level, check_regen_batch
 
 
 class BatchedClipVisionOutput:
@@ -63,9 +63,7 @@ class BatchRegeneration:
         with the same frames tensor and prompt objects as the previous one (a refinement after the coarse pass)
         reuses its VAE encodings (the tensor must not be modified in between)."""
         noise_level = check_noise_level(noise_level)
-        if frames.ndim != 5 or len(positives) != frames.shape[0] or len(negatives) != frames.shape[0]:
-            raise ValueError(f"frames: expected [B,T,H,W,3] with B positive and B negative prompts, got "
-                             f"{tuple(frames.shape)}, {len(positives)}, {len(negatives)}")
+        check_regen_batch(frames, positives, negatives)
         B, T, H, W = frames.shape[:4]
         x0, pos, neg, (mh, mw) = self._prepare_batch(frames, positives, negatives)
         lat_mask = None
@@ -79,6 +77,10 @@ class BatchRegeneration:
                 v = self._resize(v, (H, W))
             videos.append(v.clamp(0, 1))
         return torch.stack(videos)
+
+    def regen_batch_steps(self, noise_level: float, steps: int, batch: int) -> int:
+        """Progress steps regenerate_batch makes: one sampler run for the whole batch."""
+        return self.regen_steps(noise_level, steps)
 
     def _prepare_batch(self, frames: torch.Tensor, positives: list, negatives: list):
         """(x0 [B,C,t,h,w], batched positive and negative conds, model size), cached for an identical next call."""

@@ -96,6 +96,7 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         require_vae(vae, self.latent_channels, self._needed_vae.format(c=self.latent_channels))
         self.vae_stride = int(vae.downscale_index_formula[1]) if hasattr(vae, "downscale_index_formula") else 8
         self.spatial_stride = self.vae_stride * self._dit_patch(dm)
+        self.pixel_multiple = self.spatial_stride              # model_size: multiples of the token stride
         self.model_sampling = model.get_model_object("model_sampling")
         self._read_sampling()
         self.text = text
@@ -107,11 +108,6 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
         return bool(self.image_input or self.ti2v)
 
     # ---------------------------------------------------------------- VAE
-    def model_size(self, h: int, w: int) -> tuple[int, int]:
-        """Nearest size the model accepts (multiples of the token stride)."""
-        s = self.spatial_stride
-        return max(s, int(round(h / s)) * s), max(s, int(round(w / s)) * s)
-
     def _to_model_size(self, frames: torch.Tensor) -> torch.Tensor:
         return resize_frames(frames, self.model_size(*frames.shape[1:3]))
 

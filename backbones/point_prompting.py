@@ -11,8 +11,8 @@ by the backbone, a masked (RePaint) regeneration at the refinement noise level, 
 
 What this module adds to the published per-point loop (our choices, documented in docs/point_prompting.md):
 - Many points per sampler call. mode "batched": the single-marker generations of up to `points_per_generation`
-  points run as one batch (the backbone's `regenerate_batch` when it has one: the model is read once per step for
-  all of them). Every generation uses the same seed, so a point's track does not depend on how points are grouped.
+  points run as one batch (the backbone's `regenerate_batch`: the native DiT adapters read the model once per step
+  for all of them, the others run one regeneration per item). Every generation uses the same seed, so a point's track does not depend on how points are grouped.
   mode "multi-marker": up to `points_per_generation` markers in ONE generation when every pair is at least
   `min_separation` generation pixels apart; each marker keeps its own track by nearest previous position with a
   collision check (kernels.red_tracker exclusive=True). Points that fit no group run as batched single-marker
@@ -42,8 +42,8 @@ from ..kernels.color_rebalance import rebalance_colors
 from ..kernels.datatypes import check_points
 from ..kernels.markers import draw_markers, marker_coverage
 from ..kernels.red_tracker import red_pixel_mask, track_red_markers
-from . import schedules, windows
-from .protocol import ImageCond, check_noise_level
+from . import windows
+from .protocol import ImageCond, check_noise_level, require_members
 
 MODES = ("batched", "multi-marker")
 # The colour tracker's red (OpenCV scales): hue <= 10 or >= 170 of 180, saturation >= 120, value >= 70 of 255.
@@ -141,29 +141,6 @@ class PointPromptingResult:
     sampler_calls: int = 0
 
 
-# ---------------------------------------------------------------- batching over the protocol
-def regenerate_batch(bb, frames: torch.Tensor, noise_level: float, positives: list, negatives: list, guidance: float,
-                     steps: int, masks: Optional[torch.Tensor] = None, seed: int = 0,
-                     progress: Optional[Callable[[], None]] = None) -> torch.Tensor:
-    """frames [B,T,H,W,3] with one ImageCond pair per item (masks [B,T,H,W] or None) -> [B,T,H,W,3], every item
-    with the same seed. One batched sampler call when the backbone has `regenerate_batch`; otherwise one
-    `regenerate` per item (same result, the model read once per item and step)."""
-    if hasattr(bb, "regenerate_batch"):
-        return bb.regenerate_batch(frames, noise_level, positives, negatives, guidance, steps, masks=masks, seed=seed,
-                                   progress=progress)
-    return torch.stack([bb.regenerate(frames[b], noise_level, positives[b], negatives[b], guidance, steps,
-                                      mask=None if masks is None else masks[b], seed=seed, progress=progress)
-                        for b in range(frames.shape[0])])
-
-
-def generation_size(bb, size: tuple[int, int]) -> tuple[int, int]:
-    """The size the backbone generates at for frames of `size` (H,W): nearest multiples of its token stride."""
-    if hasattr(bb, "model_size"):
-        return tuple(int(v) for v in bb.model_size(*size))
-    s = int(bb.spatial_stride)
-    return max(s, int(round(size[0] / s)) * s), max(s, int(round(size[1] / s)) * s)
-
-
 # ---------------------------------------------------------------- grouping
 @dataclass
 class _Task:
@@ -213,9 +190,12 @@ def _window_plan(length: int, window: int, overlap: int, quantum: int) -> list[t
 
 
 # ---------------------------------------------------------------- the method
+BACKBONE_MEMBERS = ("regenerate_batch", "regen_batch_steps", "model_size", "default_window", "window_quantum")
+
+
 class PointPrompting:
-    """Run Point Prompting with backbone `bb` (protocol: regenerate, spatial_stride, temporal_compression,
-    default_window; optional regenerate_batch, model_size). `text` is the family's text conditioning (None =
+    """Run Point Prompting with backbone `bb` (a VideoBackbone; it uses BACKBONE_MEMBERS, and a backbone lacking
+    one is refused with a TypeError). `text` is the family's text conditioning (None =
     empty prompt); `encode_image` maps a first frame [1,H,W,3] to the model's CLIP vision output (Wan 2.1 I2V) or
     is None. `progress()` is called once per sampler step (and may raise to interrupt); `keep_clips` is
     "all", "first" (the first generation's clips only) or "none"."""
@@ -223,6 +203,7 @@ class PointPrompting:
     def __init__(self, bb, settings: PointPromptingSettings, text: Any = None,
                  encode_image: Optional[Callable[[torch.Tensor], Any]] = None,
                  progress: Optional[Callable[[], None]] = None, keep_clips: str = "all"):
+        require_members(bb, BACKBONE_MEMBERS, "Point Prompting")
         self.bb = bb
         self.s = settings.check()
         self.text = text
@@ -262,14 +243,11 @@ class PointPrompting:
 
     def sampler_steps(self, frames: int, size: tuple[int, int], query_points: torch.Tensor) -> int:
         """Total sampler steps of a run (the progress bar's true total)."""
-        per = schedules.run_steps(self.s.noise_level, int(self.s.steps))
-        if self.s.refine:
-            per += schedules.run_steps(self.s.refine_noise_level, int(self.s.steps))
+        passes = [self.s.noise_level] + ([self.s.refine_noise_level] if self.s.refine else [])
         total = 0
         for calls, wins in self._runs(frames, size, query_points):
-            # without regenerate_batch every generation of a call is its own sampler run
-            gens = sum(len(c.generations) for c in calls) if not hasattr(self.bb, "regenerate_batch") else len(calls)
-            total += gens * len(wins) * per
+            total += len(wins) * sum(self.bb.regen_batch_steps(nl, int(self.s.steps), len(c.generations))
+                                     for c in calls for nl in passes)
         return total
 
     def clip_frames(self, frames: int, size: tuple[int, int], query_points: torch.Tensor) -> int:
@@ -281,11 +259,11 @@ class PointPrompting:
         return int(self.s.window) or int(self.bb.default_window)
 
     def _quantum(self) -> int:
-        return int(getattr(self.bb, "temporal_compression", 1))
+        return int(self.bb.window_quantum)
 
     def _px_per_gen(self, size: tuple[int, int]) -> float:
         """Pixels of the given frames per generation pixel."""
-        gh, gw = generation_size(self.bb, size)
+        gh, gw = (int(v) for v in self.bb.model_size(*size))
         return 0.5 * (size[0] / gh + size[1] / gw)
 
     # ------------------------------------------------------------ run
@@ -388,8 +366,8 @@ class PointPrompting:
 
     def _regenerate(self, marked, pos, neg, noise_level, masks, res) -> torch.Tensor:
         res.sampler_calls += 1
-        return regenerate_batch(self.bb, marked, noise_level, pos, neg, float(self.s.guidance), int(self.s.steps),
-                                masks=masks, seed=int(self.s.seed), progress=self.progress)
+        return self.bb.regenerate_batch(marked, noise_level, pos, neg, float(self.s.guidance), int(self.s.steps),
+                                        masks=masks, seed=int(self.s.seed), progress=self.progress)
 
     def _track(self, out: torch.Tensor, x0: torch.Tensor, v0: torch.Tensor, slots: list, exclusive: bool):
         """Colour-track every generation of `out` [B,t,H,W,3] from its markers at x0 -> path [t,n,2], vis [t,n];
@@ -441,4 +419,4 @@ def track_points(bb, frames: torch.Tensor, query_points: torch.Tensor, settings:
 
 
 __all__ = ["PointPromptingSettings", "PointPromptingResult", "PointPrompting", "track_points", "plan_groups",
-           "regenerate_batch", "generation_size", "check_marker_color", "MODES"]
+           "check_marker_color", "MODES", "BACKBONE_MEMBERS"]

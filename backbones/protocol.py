@@ -13,8 +13,10 @@ Conventions shared by all adapters:
 - features(...) returns {"block18": VDT_FEATURES, "k18": VDT_FEATURES, ...} built with kernels/datatypes.py
   (make_features, make_feature_meta: one metadata schema); time is per VIDEO frame
   (adapters with temporal VAE compression interpolate back to T).
-- Nodes read only what `VideoBackbone` declares (no getattr probing); `BackboneBase` implements the parts that
-  are the same for every adapter (window plan, default layer, regeneration step count).
+- Callers (nodes, point_prompting.py) use only what `VideoBackbone` declares, without getattr probing;
+  `BackboneBase` implements the parts that are the same for every adapter (window plan, default layer, model
+  size, regeneration step counts, batch regeneration as a loop of single ones), and `require_members` refuses an
+  object that lacks what a caller needs instead of letting it take another path.
 """
 from __future__ import annotations
 
@@ -108,6 +110,8 @@ class VideoBackbone(Protocol):
     default_layer: int          # the family's usual feature layer, in 0..num_layers-1
     image_prompt: bool          # regenerate() is conditioned on a first-frame image (image-to-video models)
 
+    def model_size(self, h: int, w: int) -> tuple[int, int]: ...
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor: ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
@@ -129,16 +133,30 @@ class VideoBackbone(Protocol):
                    guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
                    progress: ProgressFn = None) -> torch.Tensor: ...
 
+    def regenerate_batch(self, frames: torch.Tensor, noise_level: float, positives: list, negatives: list,
+                         guidance: float, steps: int, masks: Optional[torch.Tensor] = None, seed: int = 0,
+                         progress: ProgressFn = None) -> torch.Tensor: ...
+
+    def regen_batch_steps(self, noise_level: float, steps: int, batch: int) -> int: ...
+
 
 class BackboneBase:
-    """What every adapter computes the same way. Subclasses set num_layers, default_window, window_quantum and
-    `paper_layer` (the layer the family's paper reads; None = the last layer)."""
+    """What every adapter computes the same way. Subclasses set num_layers, default_window, window_quantum,
+    pixel_multiple and `paper_layer` (the layer the family's paper reads; None = the last layer), and implement
+    `regenerate`; adapters that batch their sampler override `regenerate_batch` and `regen_batch_steps`
+    together."""
 
     paper_layer: Optional[int] = None
     image_prompt = True
     default_window: int
     window_quantum: int
     num_layers: int
+    pixel_multiple: int         # frames are resized to the nearest multiples of this (both axes) for the model
+
+    def model_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size (H, W) in pixels the model runs at for frames of h x w: the nearest multiples of
+        pixel_multiple, at least one (features and regenerations are mapped back to h x w)."""
+        return nearest_multiple_size(h, w, self.pixel_multiple)
 
     @property
     def default_layer(self) -> int:
@@ -163,6 +181,44 @@ class BackboneBase:
         of a `steps`-step schedule (schedules.run_steps)."""
         return schedules.run_steps(check_noise_level(noise_level), int(steps))
 
+    def regenerate_batch(self, frames: torch.Tensor, noise_level: float, positives: list, negatives: list,
+                         guidance: float, steps: int, masks: Optional[torch.Tensor] = None, seed: int = 0,
+                         progress: ProgressFn = None) -> torch.Tensor:
+        """frames [B,T,H,W,3] 0..1 with one positive and one negative prompt per item, masks [B,T,H,W] (1 =
+        regenerate) or None -> [B,T,H,W,3]; every item with the same seed. This default runs one `regenerate`
+        per item (the model read once per item and step); regen_batch_steps counts its progress steps."""
+        check_regen_batch(frames, positives, negatives)
+        return torch.stack([self.regenerate(frames[b], noise_level, positives[b], negatives[b], guidance, steps,
+                                            mask=None if masks is None else masks[b], seed=seed, progress=progress)
+                            for b in range(frames.shape[0])])
 
-__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "BackboneBase", "KINDS", "ROPE_MODES", "CHUNKINGS", "ProgressFn",
-           "check_noise_level"]
+    def regen_batch_steps(self, noise_level: float, steps: int, batch: int) -> int:
+        """Progress steps regenerate_batch makes for `batch` items: one sampler run per item here."""
+        return int(batch) * self.regen_steps(noise_level, steps)
+
+
+def check_regen_batch(frames: torch.Tensor, positives: list, negatives: list) -> None:
+    """ValueError naming `frames` unless frames is [B,T,H,W,C] with B positive and B negative prompts."""
+    if frames.ndim != 5 or len(positives) != frames.shape[0] or len(negatives) != frames.shape[0]:
+        raise ValueError(f"frames: expected [B,T,H,W,3] with B positive and B negative prompts, got "
+                         f"{tuple(frames.shape)}, {len(positives)}, {len(negatives)}")
+
+
+def nearest_multiple_size(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """(h, w) rounded to the nearest multiples of `multiple` (pixels), each at least `multiple`."""
+    m = int(multiple)
+    return max(m, int(round(h / m)) * m), max(m, int(round(w / m)) * m)
+
+
+def require_members(backbone: Any, names: tuple[str, ...], caller: str) -> None:
+    """TypeError naming every entry of `names` (VideoBackbone members `caller` uses) that `backbone` lacks, so
+    an incomplete backbone is refused up front (BackboneBase supplies the shared defaults)."""
+    missing = [n for n in names if not hasattr(backbone, n)]
+    if missing:
+        raise TypeError(f"backbone: {type(backbone).__name__} lacks {', '.join(missing)} of the VideoBackbone "
+                        f"protocol, which {caller} needs (subclass backbones.protocol.BackboneBase for the shared "
+                        f"defaults)")
+
+
+__all__ = ["FeatureSpec", "ImageCond", "VideoBackbone", "BackboneBase", "KINDS", "ROPE_MODES", "CHUNKINGS",
+           "ProgressFn", "check_noise_level", "check_regen_batch", "nearest_multiple_size", "require_members"]

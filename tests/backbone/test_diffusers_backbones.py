@@ -139,7 +139,10 @@ def test_noise_statistics_follow_the_schedule(backbones):
 
 @pytest.mark.parametrize("family", ["i2vgen", "svd", "cogvideox"])
 def test_level_timestep_round_trip(backbones, family):
+    from vdtrack.backbones.protocol import VideoBackbone
+
     b = backbones[family]
+    assert isinstance(b, VideoBackbone)                    # every member the protocol declares
     for noise_level in (0.05, 0.3, 0.6, 0.9):
         t = b.timestep_from_noise_level(noise_level)
         assert b.noise_level_from_timestep(t) == pytest.approx(noise_level, abs=1e-3)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from vdtrack.backbones import schedules
-from vdtrack.backbones.point_prompting import (PointPrompting, PointPromptingSettings, check_marker_color,
-                                               plan_groups, track_points)
+from vdtrack.backbones.point_prompting import (BACKBONE_MEMBERS, PointPrompting, PointPromptingSettings,
+                                               check_marker_color, plan_groups, track_points)
+from vdtrack.backbones.protocol import BackboneBase
 from vdtrack.kernels.markers import draw_markers
 from vdtrack.kernels.red_tracker import red_pixel_mask
 
@@ -47,8 +48,8 @@ def synthetic_clip() -> torch.Tensor:
     return clip
 
 
-class PastingBackbone:
-    """Protocol stand-in: a perfect 'model' that moves each marker of the positive first frame along its point's
+class PastingBackbone(BackboneBase):
+    """Protocol stand-in (BackboneBase gives model_size and the step counts): a perfect 'model' that moves each marker of the positive first frame along its point's
     ground-truth path, pastes it only where that point is visible, and keeps the input outside a RePaint mask.
     A marker belongs to the point whose position on the first frame (or, if hidden there, whose last visible
     position before it in the clip's time direction) lies within 1.5 px of a red pixel. coarse_offset shifts the
@@ -56,8 +57,8 @@ class PastingBackbone:
 
     family = "test"
     num_layers, num_heads, head_dim = 1, 1, 1
-    temporal_compression = 4
-    spatial_stride = 8
+    temporal_compression = window_quantum = 4
+    spatial_stride = pixel_multiple = 8
     default_window = 9
 
     def __init__(self, paths, vis, radius=2.0, coarse_offset=0.0, coarse_level=0.5):
@@ -74,6 +75,9 @@ class PastingBackbone:
                 progress()
         return torch.stack([self._one(frames[b], noise_level, positives[b], None if masks is None else masks[b])
                             for b in range(frames.shape[0])])
+
+    def regen_batch_steps(self, noise_level, steps, batch):
+        return self.regen_steps(noise_level, steps)        # one sampler run for the batch, as regenerate_batch
 
     def regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
         return self.regenerate_batch(frames[None], noise_level, [positive], [negative], guidance, steps,
@@ -108,12 +112,10 @@ class PastingBackbone:
 
 
 class SequentialBackbone(PastingBackbone):
-    """The same without regenerate_batch: the orchestration must fall back to one regenerate per generation."""
+    """The same with BackboneBase's batch regeneration (one regenerate per generation) and its step count."""
 
-    def __getattribute__(self, name):
-        if name == "regenerate_batch":
-            raise AttributeError(name)
-        return super().__getattribute__(name)
+    regenerate_batch = BackboneBase.regenerate_batch
+    regen_batch_steps = BackboneBase.regen_batch_steps
 
     def regenerate(self, frames, noise_level, positive, negative, guidance, steps, mask=None, seed=0, progress=None):
         return PastingBackbone.regenerate_batch(self, frames[None], noise_level, [positive], [negative], guidance,
@@ -156,14 +158,32 @@ def test_tracks_equal_ground_truth(mode, per, tq):
 
 
 def test_mixed_query_frames_and_sequential_backbone():
-    """Points with different query frames in one run; a backbone without regenerate_batch runs item by item."""
+    """Points with different query frames in one run; a backbone with BackboneBase's regenerate_batch runs item
+    by item, and the progress total counts every item's sampler run."""
     paths, vis = gt_paths()
     q = torch.cat([queries(paths, 0)[:1], queries(paths, 10)[1:2], queries(paths, 20)[2:3], queries(paths, 3)[3:]])
     bb = SequentialBackbone(paths, vis)
-    assert not hasattr(bb, "regenerate_batch")
-    res = track_points(bb, synthetic_clip(), q, settings(points_per_generation=2))
+    ticks = []
+    pp = PointPrompting(bb, settings(points_per_generation=2), progress=lambda: ticks.append(1))
+    res = pp.run(synthetic_clip(), q)
     assert_matches_gt(res, paths, vis, q)
     assert set(bb.batch_sizes) == {1}
+    # every generation: a coarse pass (2 of 4 steps at 0.5) and a refinement (1 step at 0.3), one regenerate each
+    assert len(ticks) == pp.sampler_steps(T, (H, W), q) == len(bb.batch_sizes) // 2 * (2 + 1) > 0
+
+
+def test_backbone_lacking_a_member_is_refused():
+    """An object without a protocol member Point Prompting uses is refused up front, every missing one named
+    (no other code path is taken for it)."""
+    paths, vis = gt_paths()
+
+    class Partial:                     # a bare regenerate() and the attributes, no BackboneBase
+        default_window, window_quantum = 9, 4
+        regenerate = SequentialBackbone.regenerate
+
+    with pytest.raises(TypeError, match="Partial lacks regenerate_batch, regen_batch_steps, model_size"):
+        PointPrompting(Partial(), settings())
+    assert all(hasattr(PastingBackbone(paths, vis), n) for n in BACKBONE_MEMBERS)
 
 
 def test_refinement_replaces_the_coarse_track():
