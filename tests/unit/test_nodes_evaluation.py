@@ -23,7 +23,7 @@ def tracks(t=6, n=4, h=256, w=512, seed=0, frame_size=True):
 
 def test_schema_ids():
     ids = {n.define_schema().node_id for n in NODES}
-    assert ids == {"VDT_TapVidReport", "VDT_DavisReport"}
+    assert ids == {"VDT_TapVidReport", "VDT_DavisReport", "VDT_CompareTrackers"}
     for n in NODES:
         s = n.define_schema()
         assert s.display_name.startswith("VDT ") and s.category == "vdtrack/evaluation"
