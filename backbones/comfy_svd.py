@@ -29,8 +29,8 @@ import comfy.model_management
 
 from . import schedules, windows
 from .capture import StopForward
-from .native_common import (captured_forward, first_frame, guided_euler, require_model, require_vae, resize_frames,
-                            sdedit_sigmas)
+from .native_common import (NativeRegeneration, captured_forward, first_frame, guided_euler, require_model,
+                            require_vae, resize_frames, sdedit_sigmas)
 from ..kernels.datatypes import make_feature_meta, make_features
 from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_noise_level
 
@@ -69,7 +69,7 @@ class UpBlockCapture:
         return h, hsp
 
 
-class ComfySVDBackbone(BackboneBase):
+class ComfySVDBackbone(NativeRegeneration, BackboneBase):
     family = "svd"
     temporal_compression = 1
     window_quantum = 1
@@ -199,22 +199,19 @@ class ComfySVDBackbone(BackboneBase):
             result[key] = make_features(f, (H / f.shape[-2], W / f.shape[-1]), (H, W), meta)
         return result
 
-    # ---------------------------------------------------------------- regeneration
-    def regenerate(self, frames: torch.Tensor, noise_level: float, positive: ImageCond, negative: ImageCond,
-                   guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
-                   progress: ProgressFn = None) -> torch.Tensor:
-        noise_level = check_noise_level(noise_level)
-        frames = frames[..., :3].float()
-        T, H, W = frames.shape[:3]
-        size = self.model_size(H, W)
-        x0 = self.encode(resize_frames(frames, size))
+    # ---------------------------------------------------------------- regeneration (NativeRegeneration)
+    def _regen_inputs(self, x: torch.Tensor, frames: int, positive: ImageCond, negative: ImageCond,
+                      mask: Optional[torch.Tensor]):
+        """One latent per frame, each prompt's image conditioning, the mask pooled per frame ([T,1,h,w])."""
+        size = tuple(x.shape[1:3])
+        x0 = self.encode(x)
         pos = self._conds(positive, size, True)
         neg = self._conds(negative, size, True)
         lat_mask = None
         if mask is not None:
-            lat_mask = windows.video_mask_to_latent(mask, T, size, T, 1, self.vae_stride, causal_first=False)[0, 0][:, None]
-        out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
-        return resize_frames(self.decode(out)[:T], (H, W)).clamp(0, 1)
+            lat_mask = windows.video_mask_to_latent(mask, frames, size, frames, 1, self.vae_stride,
+                                                    causal_first=False)[0, 0][:, None]
+        return x0, pos, neg, lat_mask
 
     def regenerate_latent(self, x0: torch.Tensor, noise_level: float, positive: list, negative: list, guidance: float,
                           steps: int, latent_mask: Optional[torch.Tensor] = None, seed: int = 0,

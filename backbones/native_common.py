@@ -1,6 +1,6 @@
 """What the ComfyUI-native adapters (comfy_wan, comfy_cosmos, comfy_svd) share: one conditional forward pass
 through ComfyUI's CFGGuider with capture patches, guided Euler SDEdit through ComfyUI's sampler, the per-branch
-first-frame wrapper, input checks and frame resizing.
+first-frame wrapper, input checks, frame resizing and the frame side of `regenerate` (NativeRegeneration).
 
 Everything is installed on a `ModelPatcher.clone()` (never on the shared model) and sampled by ComfyUI itself, so
 LoRAs, model patches, the inpainting `denoise_mask` and ComfyUI's memory management (CFGGuider loads the model with
@@ -8,6 +8,9 @@ load_models_gpu) all apply. Latents handed to these helpers are in *model space*
 latent) unless a docstring says otherwise.
 """
 from __future__ import annotations
+
+import abc
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +20,7 @@ import comfy.samplers
 
 from . import schedules
 from .capture import StopForward
-from .protocol import FeatureSpec
+from .protocol import FeatureSpec, ProgressFn, check_noise_level
 
 FIRST_LATENT_KEY = "vdtrack_first_latent"      # private conditioning key (ComfyUI's extra_conds ignore it)
 WRAPPER_KEY = "vdtrack"
@@ -149,3 +152,27 @@ def first_frame(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """An ImageCond's image ([H,W,C] or [B,H,W,C]) as one RGB frame [1,*size,3] (float)."""
     img = image if image.ndim == 4 else image[None]
     return resize_frames(img[:1, ..., :3].float(), size)
+
+
+class NativeRegeneration(abc.ABC):
+    """The protocol's `regenerate` for the ComfyUI-native adapters: frames at the model's size, the family's
+    latent, conditionings and latent mask (`_regen_inputs`), its sampler (`regenerate_latent`), decoded back to
+    the given size. Needs model_size, decode and regenerate_latent."""
+
+    @abc.abstractmethod
+    def _regen_inputs(self, x: torch.Tensor, frames: int, positive, negative, mask: Optional[torch.Tensor]
+                      ) -> tuple[torch.Tensor, list, list, Optional[torch.Tensor]]:
+        """x [T,h,w,3] (frames at model_size), `frames` = T -> (model-space latent x0, positive and negative
+        CONDITIONING lists, the MASK [T,H,W] on the latent grid or None)."""
+
+    def regenerate(self, frames: torch.Tensor, noise_level: float, positive, negative, guidance: float, steps: int,
+                   mask: Optional[torch.Tensor] = None, seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
+        """Guided SDEdit of frames [T,H,W,3] 0..1 (first three channels) with ImageCond prompts, mask [T,H,W] (1 =
+        regenerate) or None -> IMAGE [T,H,W,3] 0..1 at the given size (ValueError naming noise_level/steps)."""
+        noise_level = check_noise_level(noise_level)
+        frames = frames[..., :3].float()
+        T, H, W = frames.shape[:3]
+        x = resize_frames(frames, self.model_size(H, W))
+        x0, pos, neg, lat_mask = self._regen_inputs(x, T, positive, negative, mask)
+        out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
+        return resize_frames(self.decode(out)[:T], (H, W)).clamp(0, 1)

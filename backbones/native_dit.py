@@ -21,15 +21,15 @@ import comfy.model_management
 from . import windows
 from .capture import DitCapture
 from .native_batch import BatchRegeneration
-from .native_common import (FIRST_LATENT_KEY, captured_forward, first_frame, guided_euler, install_first_frames,
-                            require_model, require_vae, resize_frames)
+from .native_common import (FIRST_LATENT_KEY, NativeRegeneration, captured_forward, first_frame, guided_euler,
+                            install_first_frames, require_model, require_vae, resize_frames)
 from ..kernels.datatypes import make_feature_meta, make_features
 from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_noise_level
 
 HEFT_LAYER = 18        # HeFT's feature layer for Wan2.1-1.3B and Cosmos-Predict2-2B (clamped to the model)
 
 
-class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
+class NativeDiTBackbone(BatchRegeneration, NativeRegeneration, BackboneBase, abc.ABC):
     # ---- what each family sets
     family: str
     rope_layout: str                 # channel layout of the RoPE pairs in q/k ("interleaved", "half_split")
@@ -223,25 +223,17 @@ class NativeDiTBackbone(BatchRegeneration, BackboneBase, abc.ABC):
                 result[key] = make_features(out[key], stride, (H, W), meta)
         return result
 
-    # ---------------------------------------------------------------- protocol: regeneration
-    def regenerate(self, frames: torch.Tensor, noise_level: float, positive: ImageCond, negative: ImageCond,
-                   guidance: float, steps: int, mask: Optional[torch.Tensor] = None, seed: int = 0,
-                   progress: ProgressFn = None) -> torch.Tensor:
-        noise_level = check_noise_level(noise_level)
-        frames = frames[..., :3].float()
-        T, H, W = frames.shape[:3]
-        x = self._to_model_size(frames)
+    # ---------------------------------------------------------------- protocol: regeneration (NativeRegeneration)
+    def _regen_inputs(self, x: torch.Tensor, frames: int, positive: ImageCond, negative: ImageCond,
+                      mask: Optional[torch.Tensor]):
+        """The clip padded to a window length (4k+1), its latent, each prompt's text + first-frame conditioning."""
         mh, mw = x.shape[1:3]
-        length = windows.quantize_up(T, self.temporal_compression)
+        length = windows.quantize_up(frames, self.temporal_compression)
         x0 = self.encode(windows.pad_frames(x, length))
         pos = self._conds(positive.text, self._image_extra(positive, length, (mh, mw), need_image=True))
         neg = self._conds(negative.text, self._image_extra(negative, length, (mh, mw), need_image=True))
-        lat_mask = None if mask is None else self._latent_mask(mask, T, (mh, mw), x0.shape[2])
-        out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
-        video = self.decode(out)[:T]
-        if tuple(video.shape[1:3]) != (H, W):
-            video = resize_frames(video, (H, W))
-        return video.clamp(0, 1)
+        lat_mask = None if mask is None else self._latent_mask(mask, frames, (mh, mw), x0.shape[2])
+        return x0, pos, neg, lat_mask
 
     def _latent_mask(self, mask: torch.Tensor, frames: int, size: tuple[int, int], latent_frames: int):
         """A video MASK of `frames` frames -> [1,1,t,h,w] on the latent grid (windows.video_mask_to_latent)."""
