@@ -17,6 +17,7 @@ import comfy.model_management
 import comfy.model_patcher
 
 from vdt_dev.backbone_checks import denoised, denoised_at, euler, guided, red_square, sdedit_sigmas
+from vdt_dev.make_tiny_unets import init_unet_, svd_unet_config
 from vdtrack.backbones.comfy_native import backbone_from_model
 from vdtrack.backbones.comfy_svd import ComfySVDBackbone, UpBlockCapture
 from vdtrack.backbones.protocol import FeatureSpec, ImageCond, VideoBackbone
@@ -25,14 +26,8 @@ from vdtrack.nodes.diffusion import VDT_CounterfactualRegenerate, VDT_ExtractDif
 from .conftest import _make_tiny_models_module, synthetic_clip
 
 CTX = 64
-UNET = {"model_channels": 32, "in_channels": 8, "out_channels": 4, "use_linear_in_transformer": True,
-        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        "transformer_depth_middle": 1, "channel_mult": [1, 2, 2, 2], "num_res_blocks": [2, 2, 2, 2],
-        "context_dim": CTX, "adm_in_channels": 768, "use_temporal_attention": True, "use_temporal_resblock": True,
-        "extra_ff_mix_layer": True, "use_spatial_context": True, "merge_strategy": "learned_with_images",
-        "merge_factor": 0.0, "video_kernel_size": [3, 1, 1], "disable_temporal_crossattention": False,
-        "image_size": 32, "use_spatial_transformer": True, "legacy": False, "num_classes": "sequential",
-        "use_checkpoint": False}
+UNET = svd_unet_config(model_channels=32, channel_mult=[1, 2, 2, 2], context_dim=CTX, transformer_depth_middle=1,
+                       transformer_depth_output=[1] * 9 + [0] * 3)   # SVD_img2vid sets the head width (below: 16)
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +37,10 @@ def tiny():
     import comfy.supported_models
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    def init(module, seed):
-        """fan-in scaled weights keep activations O(1) (tiny ones make the GroupNorms amplify rounding),
-        zero biases, unit norm scales (the UNet's GroupNorms are named in_layers.0 / out.0)."""
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in module.parameters():
-                if p.ndim >= 2:
-                    p.copy_(torch.randn(p.shape, generator=g) * p[0].numel() ** -0.5)
-                else:
-                    p.zero_()
-            for m in module.modules():
-                if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)) and m.weight is not None:
-                    m.weight.fill_(1.0)
-
     cfg = comfy.supported_models.SVD_img2vid(dict(UNET))
     cfg.unet_config["num_head_channels"] = 16                 # 32 channels: 64-wide heads would leave none
     model = cfg.get_model({})
-    init(model.diffusion_model, 11)
+    init_unet_(model.diffusion_model, 11)
     model.eval()
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=comfy.model_management.unet_offload_device())
@@ -67,7 +48,7 @@ def tiny():
                                                     "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2, 2, 2],
                                                     "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}}
     ae = AutoencoderKL(**vcfg["params"])
-    init(ae, 12)
+    init_unet_(ae, 12)
     vae = comfy.sd.VAE(sd=ae.state_dict(), config=vcfg)
     return patcher, vae
 

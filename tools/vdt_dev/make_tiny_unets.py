@@ -50,7 +50,17 @@ SVD_UNET = {"model_channels": 320, "in_channels": 8, "out_channels": 4, "use_lin
             "legacy": False, "num_classes": "sequential", "num_head_channels": 64, "use_checkpoint": False}
 
 
-def _init_unet_(module: torch.nn.Module, seed: int) -> None:
+def svd_unet_config(**changes) -> dict:
+    """SVD_UNET with `changes` applied (KeyError naming a key SVD_UNET lacks): the one description of the SVD
+    img2vid UNet, for the file this module writes and for smaller UNets built in memory (tests that need widths
+    ComfyUI's detector would not accept in a file)."""
+    unknown = sorted(set(changes) - set(SVD_UNET))
+    if unknown:
+        raise KeyError(f"svd_unet_config: {unknown} are not SVD UNet settings")
+    return {**SVD_UNET, **changes}
+
+
+def init_unet_(module: torch.nn.Module, seed: int) -> None:
     """Fan-in scaled weights (keep activations O(1) through the GroupNorms), zero biases, unit norm scales."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -70,7 +80,7 @@ def _unet(config: dict, seed: int) -> dict[str, torch.Tensor]:
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     m = UNetModel(**config, operations=comfy.ops.disable_weight_init)
-    _init_unet_(m, seed)
+    init_unet_(m, seed)
     return _fp16_state(m)
 
 
@@ -78,7 +88,7 @@ def _taesd(seed: int) -> tuple[dict, dict]:
     from comfy.taesd.taesd import TAESD
 
     t = TAESD(latent_channels=4)
-    _init_unet_(t, seed)
+    init_unet_(t, seed)
     enc = {k: v.detach().float().contiguous() for k, v in t.taesd_encoder.state_dict().items()}
     dec = {k: v.detach().float().contiguous() for k, v in t.taesd_decoder.state_dict().items()}
     return enc, dec
