@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .diffusers_common import (Capture, DiffusersBackbone, RestoreProcessor, ddpm_alphas_cumprod, from_pixels, latent_mask,
-                               load_denoiser, load_vae, scheduler_config, text_embeddings, to_pixels,
+                               load_denoiser, load_vae, scheduler_config, to_pixels,
                                vpred_ddim_sdedit)
 from .protocol import check_noise_level
 from .schedules import ddpm_noise_level, ddpm_noise, ddpm_timestep, seeded_noise
@@ -79,7 +79,6 @@ class CogVideoXBackbone(DiffusersBackbone):
         self.spatial_stride = 8 * c.patch_size
         self.pixel_multiple = self.spatial_stride
         self.vae_scale = float(vae.config.scaling_factor)
-        self._text: dict[str, torch.Tensor] = {}
 
     @classmethod
     def load(cls, source: str, dtype=torch.float32, vae_file: str = "", **kw) -> "CogVideoXBackbone":
@@ -129,12 +128,9 @@ class CogVideoXBackbone(DiffusersBackbone):
 
     # ---- transformer call
     def _prompt(self, text):
-        text = _text_of(text)
-        if text not in self._text:
-            c = self.transformer.config
-            self._text[text], _ = text_embeddings(self.source, text, c.max_text_seq_length,
-                                                  (c.max_text_seq_length, c.text_embed_dim), self.device, self.dtype)
-        return self._text[text].to(self.device, self.dtype)
+        c = self.transformer.config
+        return self.prompt_embeddings(_text_of(text), c.max_text_seq_length,
+                                      (c.max_text_seq_length, c.text_embed_dim))
 
     def _rope(self, frames: int, h: int, w: int):
         c = self.transformer.config

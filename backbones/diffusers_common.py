@@ -13,7 +13,6 @@ memory is ComfyUI's to manage: each module sits in a ModelPatcher and is loaded 
 from __future__ import annotations
 
 import abc
-import json
 import math
 import os
 import re
@@ -267,30 +266,19 @@ def check_layers(spec_layers, num_layers: int, what: str = "layer") -> None:
         raise ValueError(f"{what}: {bad} out of range 0..{num_layers - 1}")
 
 
-def text_embeddings(source: str, prompt: str, max_length: int, fallback_shape: tuple[int, int],
-                    device, dtype) -> tuple[torch.Tensor, str]:
-    """Prompt embeddings [1, L, D] from the folder's text_encoder + tokenizer (transformers, local files);
-    zeros of fallback_shape when the folder has none. Returns (embeddings, how) with how "encoder" | "zeros"."""
+def load_text_encoder(source: str, dtype: torch.dtype) -> Optional[tuple]:
+    """(tokenizer, encoder) from the folder's tokenizer/ and text_encoder/ (transformers, local files; the class
+    model_index.json names, checked like every component by load_from_folder), or None when the folder has
+    none of them."""
     enc_dir = component_dir(source, "text_encoder") if os.path.isdir(source) else None
     tok_dir = os.path.join(source, "tokenizer") if os.path.isdir(source) else ""
     if enc_dir is None or not os.path.isdir(tok_dir):
-        if prompt.strip():
-            raise ValueError(f"positive/negative: the prompt {prompt[:40]!r} needs a text_encoder/ and tokenizer/ "
-                             f"in the model folder; without them only the empty prompt (zeros) is available")
-        return torch.zeros((1,) + tuple(fallback_shape), device=device, dtype=dtype), "zeros"
+        return None
     import transformers
 
-    with open(os.path.join(source, "model_index.json")) as fh:
-        index = json.load(fh)
-    enc_cls = getattr(transformers, index.get("text_encoder", [None, "AutoModel"])[1])
+    entry = check_model_index(source).get("text_encoder") or [None, "AutoModel"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-    encoder = enc_cls.from_pretrained(enc_dir, local_files_only=True, use_safetensors=True).eval()
-    ids = tokenizer([prompt], padding="max_length", max_length=max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = encoder(ids)[0]
-    del encoder
-    return out.to(device=device, dtype=dtype), "encoder"
+    return tokenizer, load_from_folder(getattr(transformers, entry[1]), enc_dir, dtype)
 
 
 
@@ -355,6 +343,8 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
                                else comfy.model_management.unet_offload_device())
         self.dtype = dtype
         self._patchers: Optional[list] = None
+        self._text_encoder: Optional[tuple] = None     # (tokenizer, ModelPatcher of the encoder), made on first use
+        self._prompts: dict[str, torch.Tensor] = {}
 
     # ---- memory: ComfyUI's model management loads and offloads the modules
     @abc.abstractmethod
@@ -373,6 +363,40 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
     def _load(self) -> None:
         """Ask ComfyUI to load every module onto self.device (freeing or offloading other models as needed)."""
         comfy.model_management.load_models_gpu(self.patchers(), force_full_load=True)
+
+    # ---- text: the folder's text encoder, a ModelPatcher loaded by ComfyUI only while it encodes a prompt
+    def prompt_embeddings(self, prompt: str, max_length: int, fallback_shape: tuple[int, int]) -> torch.Tensor:
+        """Embeddings [1, max_length, D] of `prompt` on self.device in self.dtype, encoded once per prompt by the
+        folder's text encoder (tokens padded/truncated to max_length); zeros of [1, *fallback_shape] for the
+        empty prompt of a folder without text_encoder/ + tokenizer/ (ValueError naming positive/negative for any
+        other prompt there). The encoder is a comfy.model_patcher.ModelPatcher (load_device = self.device,
+        offload_device = self.offload_device) loaded with comfy.model_management.load_models_gpu, so ComfyUI
+        frees room for it and offloads or unloads it like its own text encoders. Encoder precision: self.dtype,
+        fp32 where that is fp16 (T5 overflows in fp16; our choice)."""
+        if prompt not in self._prompts:
+            self._prompts[prompt] = self._encode_prompt(prompt, max_length, fallback_shape)
+        return self._prompts[prompt].to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def _encode_prompt(self, prompt: str, max_length: int, fallback_shape: tuple[int, int]) -> torch.Tensor:
+        if self._text_encoder is None:
+            loaded = load_text_encoder(self.source, torch.float32 if self.dtype == torch.float16 else self.dtype)
+            if loaded is None:
+                if prompt.strip():
+                    raise ValueError(f"positive/negative: the prompt {prompt[:40]!r} needs a text_encoder/ and "
+                                     f"tokenizer/ in the model folder; without them only the empty prompt (zeros) "
+                                     f"is available")
+                return torch.zeros((1,) + tuple(fallback_shape), device=self.device, dtype=self.dtype)
+            from comfy.model_patcher import ModelPatcher
+
+            tokenizer, encoder = loaded
+            self._text_encoder = (tokenizer, ModelPatcher(_Held(encoder, self.offload_device), self.device,
+                                                          self.offload_device))
+        tokenizer, patcher = self._text_encoder
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+        ids = tokenizer([prompt], padding="max_length", max_length=max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        return patcher.model.inner(ids.to(self.device))[0].to(self.device, self.dtype)
 
     # ---- VAE
     @torch.no_grad()

@@ -271,14 +271,19 @@ def header_bytes(header: dict) -> int:
 def check_weights_match(model: torch.nn.Module, header: dict, where: str) -> None:
     """The tensors a file holds are the module's parameters: the same names and shapes. Names the module
     registers as non-persistent buffers (transformers' position_ids) and those its class says to ignore are
-    allowed extras."""
+    allowed extras; of tied parameters (one tensor under several names, e.g. T5's shared and
+    encoder.embed_tokens weights) one name is enough, as save_pretrained writes only one."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     persistent = set(expected)
     ignorable = {n for n, _ in model.named_buffers()} - persistent
     patterns = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
     unexpected = sorted(k for k in header if k not in expected and k not in ignorable
                         and not any(p.search(k) for p in patterns))
-    missing = sorted(k for k in expected if k not in header)
+    tied: dict[int, set] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), set()).add(name)
+    present = {name for names in tied.values() if names & set(header) for name in names}
+    missing = sorted(k for k in expected if k not in header and k not in present)
     wrong = sorted(k for k in expected if k in header and tuple(header[k][0]) != expected[k])
     if missing or unexpected or wrong:
         parts = []

@@ -16,7 +16,7 @@ import torch
 
 from .diffusers_common import (Capture, DiffusersBackbone, clip_normalisation, cond_image, clip_pixels, ddpm_alphas_cumprod,
                                from_pixels, latent_mask, load_denoiser, load_optional, load_vae,
-                               scheduler_config, text_embeddings, to_pixels, vpred_ddim_sdedit)
+                               scheduler_config, to_pixels, vpred_ddim_sdedit)
 from .protocol import check_noise_level
 from .schedules import ddpm_noise_level, ddpm_noise, ddpm_timestep, seeded_noise
 
@@ -47,7 +47,6 @@ class I2VGenBackbone(DiffusersBackbone):
         self.spatial_stride = 8
         self.pixel_multiple = 8 * 2 ** (len(unet.config.block_out_channels) - 1)
         self.vae_scale = float(vae.config.scaling_factor)
-        self._text: dict[str, torch.Tensor] = {}
 
     @classmethod
     def load(cls, source: str, dtype=torch.float32, vae_file: str = "", **kw) -> "I2VGenBackbone":
@@ -110,11 +109,7 @@ class I2VGenBackbone(DiffusersBackbone):
 
     def _prompt(self, text) -> torch.Tensor:
         text = "" if text is None else str(text)
-        if text not in self._text:
-            D = self.unet.config.cross_attention_dim
-            self._text[text], _ = text_embeddings(self.source, text, TEXT_TOKENS, (TEXT_TOKENS, D), self.device,
-                                                  self.dtype)
-        return self._text[text].to(self.device, self.dtype)
+        return self.prompt_embeddings(text, TEXT_TOKENS, (TEXT_TOKENS, self.unet.config.cross_attention_dim))
 
     def _unet(self, x, t, image_latents, image_emb, text):
         fps = torch.tensor([self.fps], device=self.device)

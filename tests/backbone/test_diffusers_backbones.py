@@ -137,6 +137,51 @@ def test_noise_statistics_follow_the_schedule(backbones):
     assert float(backbones["i2vgen"].alphas_cumprod[-1]) < 1e-6
 
 
+def test_cogvideox_text_encoder_is_managed_by_comfyui(tiny, tmp_path):
+    """The folder's T5 text encoder is a ModelPatcher that ComfyUI loads: it is among
+    comfy.model_management.current_loaded_models while it encodes, unload_all_models unloads it (weights back on
+    the offload device) and the next prompt loads it again; the embeddings are the encoder's own output."""
+    import shutil
+
+    import comfy.model_management as mm
+    import transformers
+
+    from vdt_dev.make_tiny_diffusers import add_tiny_t5_text_encoder
+    from vdtrack.backbones.diffusers_common import load_backbone
+
+    folder = str(tmp_path / "cogvideox_t5")
+    shutil.copytree(tiny["tiny_cogvideox"]["folder"], folder)
+    add_tiny_t5_text_encoder(folder, d_model=32)                 # the tiny transformer's text_embed_dim
+    b = load_backbone(folder)
+
+    def loaded(module) -> bool:
+        return any(lm.model is not None and lm.model.model.inner is module for lm in mm.current_loaded_models)
+
+    first = b._prompt("a red ball")                                # loads the encoder through ComfyUI
+    tokenizer, patcher = b._text_encoder
+    encoder = patcher.model.inner
+    assert loaded(encoder)
+    seen = []
+    hook = encoder.register_forward_pre_hook(lambda m, args: seen.append(loaded(m)))
+    try:
+        mm.unload_all_models()
+        assert not loaded(encoder)
+        assert all(p.device == b.offload_device for p in encoder.parameters())
+        second = b._prompt("the green grass")                      # loaded again for this prompt
+    finally:
+        hook.remove()
+    assert seen == [True] and loaded(encoder)
+    ref_tok = transformers.AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
+    ref_enc = transformers.T5EncoderModel.from_pretrained(os.path.join(folder, "text_encoder"), local_files_only=True)
+    for prompt, got in (("a red ball", first), ("the green grass", second)):
+        ids = ref_tok([prompt], padding="max_length", max_length=8, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            want = ref_enc(ids)[0]
+        assert got.shape == (1, 8, 32) and torch.allclose(got.cpu(), want, atol=1e-6)
+    assert b._prompt("a red ball") is not None and len(seen) == 1    # cached: not encoded again
+    mm.unload_all_models()
+
+
 @pytest.mark.parametrize("family", ["i2vgen", "svd", "cogvideox"])
 def test_level_timestep_round_trip(backbones, family):
     from vdtrack.backbones.protocol import VideoBackbone

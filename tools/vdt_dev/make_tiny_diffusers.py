@@ -116,6 +116,40 @@ def build_cogvideox(folder: str) -> None:
           "CogVideoXPipeline")
 
 
+TEXT_WORDS = "a red ball on the green grass rolls left right".split()
+
+
+def add_tiny_t5_text_encoder(folder: str, d_model: int) -> None:
+    """Add a tiny T5 text encoder (text_encoder/: transformers T5EncoderModel, seeded, safetensors) and a
+    word-level tokenizer over TEXT_WORDS (tokenizer/: a tokenizers tokenizer.json read by AutoTokenizer) to a
+    diffusers folder, registered in its model_index.json: CogVideoX's text layout, with `d_model`-wide outputs
+    (the transformer's text_embed_dim)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5Config, T5EncoderModel
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in TEXT_WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok_dir = os.path.join(folder, "tokenizer")
+    os.makedirs(tok_dir, exist_ok=True)
+    tok.save(os.path.join(tok_dir, "tokenizer.json"))
+    with open(os.path.join(tok_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+                   "unk_token": "<unk>"}, f)
+    torch.manual_seed(SEED + 3)
+    enc = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1,
+                                  num_heads=2))
+    enc.eval().save_pretrained(os.path.join(folder, "text_encoder"), safe_serialization=True)
+    path = os.path.join(folder, "model_index.json")
+    with open(path) as f:
+        index = json.load(f)
+    index.update(text_encoder=["transformers", "T5EncoderModel"], tokenizer=["transformers", "PreTrainedTokenizerFast"])
+    with open(path, "w") as f:
+        json.dump(index, f, indent=1)
+
+
 BUILDERS = {"tiny_i2vgen": (build_i2vgen, "unet"), "tiny_svd": (build_svd, "unet"),
             "tiny_cogvideox": (build_cogvideox, "transformer")}
 
