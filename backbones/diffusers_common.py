@@ -364,7 +364,7 @@ class DiffusersBackbone(BackboneBase, abc.ABC):
         """Ask ComfyUI to load every module onto self.device (freeing or offloading other models as needed)."""
         comfy.model_management.load_models_gpu(self.patchers(), force_full_load=True)
 
-    # ---- text: the folder's text encoder, a ModelPatcher loaded by ComfyUI only while it encodes a prompt
+    # ---- text: the folder's text encoder, a ModelPatcher that ComfyUI loads when it encodes a new prompt
     def prompt_embeddings(self, prompt: str, max_length: int, fallback_shape: tuple[int, int]) -> torch.Tensor:
         """Embeddings [1, max_length, D] of `prompt` on self.device in self.dtype, encoded once per prompt by the
         folder's text encoder (tokens padded/truncated to max_length); zeros of [1, *fallback_shape] for the
