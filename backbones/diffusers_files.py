@@ -32,6 +32,9 @@ MAX_CONFIG_COUNT = 256          # layers / blocks / heads per config entry (real
 MAX_CONFIG_LIST = 256           # entries of a list in a config
 MAX_TIMESTEPS = 100_000         # scheduler num_train_timesteps (real models: 1000)
 LIBRARIES = ("diffusers", "transformers")
+# the components the adapters read; in model_index.json each must be [library, class] (or null)
+COMPONENTS = ("transformer", "transformer_2", "unet", "vae", "image_encoder", "text_encoder", "tokenizer",
+              "scheduler", "feature_extractor", "image_processor")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _COUNT_KEY = re.compile(r"(^|_)(num_(hidden_)?layers|layers_per_block|num_blocks|depth|num_attention_heads|"
@@ -72,9 +75,10 @@ def read_json(path: str) -> dict:
 
 
 def check_model_index(source: str) -> dict:
-    """model_index.json of a diffusers folder: `_class_name` a string, every component a plain folder name
-    mapped to [library, class] with the library diffusers or transformers and the class one it defines (or to
-    null). Returns the parsed object."""
+    """model_index.json of a diffusers folder: `_class_name` a string, every entry a plain folder name, every
+    component mapped to [library, class] with the library diffusers or transformers and the class one it
+    defines (or to null); other entries may be pipeline options (a number, true/false, a short string).
+    Returns the parsed object."""
     path = os.path.join(source, "model_index.json")
     index = read_json(path)
     where = label(path)
@@ -88,6 +92,9 @@ def check_model_index(source: str) -> dict:
             raise ValueError(f"model: {where}: component {_clip(key)} is not a plain folder name")
         if value is None or (isinstance(value, list) and len(value) == 2 and value[0] is None and value[1] is None):
             continue
+        if key not in COMPONENTS and (isinstance(value, (bool, int, float)) or
+                                      (isinstance(value, str) and len(value) <= 200)):
+            continue                     # a pipeline option (Wan 2.2: boundary_ratio, expand_timesteps)
         if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
             raise ValueError(f"model: {where}: component '{key}' must be [library, class], got {_clip(value)}")
         library, cls = value

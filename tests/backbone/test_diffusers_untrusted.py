@@ -100,6 +100,13 @@ MODEL_INDEX = [
 ]
 
 
+def test_model_index_pipeline_options_are_accepted(diffusers_root, loader):
+    """Entries that are pipeline options, not components (Wan 2.2's boundary_ratio and expand_timesteps), load."""
+    d = _copy(diffusers_root, "index_options")
+    _edit_json(os.path.join(d, "model_index.json"), boundary_ratio=0.875, expand_timesteps=False)
+    assert loader("index_options").family == "cogvideox"
+
+
 @pytest.mark.parametrize("case,content,message", MODEL_INDEX, ids=[c[0] for c in MODEL_INDEX])
 def test_malformed_model_index(diffusers_root, loader, case, content, message):
     d = _copy(diffusers_root, f"index_{case}")
