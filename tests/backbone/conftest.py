@@ -3,10 +3,22 @@ through ComfyUI's own loaders (comfy.sd.load_diffusion_model = UNETLoader, comfy
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
 from vdt_dev import make_tiny_models
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: the Hugging Face hub is off and any socket connection fails the test (the diffusers tests
+    use it: everything they load is local)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def _make_tiny_models_module():

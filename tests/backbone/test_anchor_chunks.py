@@ -10,7 +10,9 @@ from vdtrack.backbones.windows import plan_anchor_chunks
 from vdtrack.kernels.difftrack import track_difftrack
 
 from .conftest import synthetic_clip
-from .test_diffusers_backbones import _offline, backbones, tiny  # noqa: F401  (fixtures)
+from .test_diffusers_backbones import backbones, tiny  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("offline")      # tests/backbone/conftest.py: no network
 
 
 def test_anchor_passes_are_frame0_plus_each_chunk(backbones):  # noqa: F811

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -13,14 +12,7 @@ import torch
 from .conftest import synthetic_clip
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    """No network: the hub is off and any socket connection fails the test."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*a, **k):
-        raise AssertionError("network access attempted")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+pytestmark = pytest.mark.usefixtures("offline")      # tests/backbone/conftest.py: no network
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import gc
 import json
 import os
 import shutil
-import socket
 import struct
 import weakref
 
@@ -17,13 +16,7 @@ import torch
 GOOD = "tiny_cogvideox"
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*a, **k):
-        raise AssertionError("network access attempted")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+pytestmark = pytest.mark.usefixtures("offline")      # tests/backbone/conftest.py: no network
 
 
 @pytest.fixture(scope="module")

@@ -116,12 +116,12 @@ def point_prompting_tracks(bb, clip, q, s: Settings):
     return res.track_path, res.track_visibility, res.clips
 
 
-def diffusion_features(bb, clip, s: Settings, level: float | None = None):
+def diffusion_features(bb, clip, s: Settings, noise_level: float | None = None):
     from vdtrack.backbones.protocol import FeatureSpec
 
     spec = FeatureSpec([s.feat_layer], kinds=("q", "k", "block"))
     with torch.inference_mode():
-        return bb.features(clip.video, s.feat_level if level is None else level, spec, seed=s.seed)
+        return bb.features(clip.video, s.feat_level if noise_level is None else noise_level, spec, seed=s.seed)
 
 
 def feature_trackers(feats: dict, layer: int, clip, q):
@@ -211,7 +211,7 @@ def evaluate(models_dir: str, clips: int, points: int, s: Settings, seed_base: i
                     for m, pv in feature_trackers(feats, s.feat_layer, clip, q).items():
                         add(kind, f"{m}, {bname}", clip, idx, pv)
                 if "propagation" in methods:
-                    pf = diffusion_features(bb, clip, s, level=s.prop_level)[f"block{s.feat_layer}"]["features"]
+                    pf = diffusion_features(bb, clip, s, noise_level=s.prop_level)[f"block{s.feat_layer}"]["features"]
                     jf.setdefault((kind, f"video features only (alpha 1), {bname}"), []).append(
                         propagation_jf(pf, clip))
             if "propagation" in methods:
