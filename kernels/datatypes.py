@@ -134,9 +134,13 @@ def make_points(xy, t=0) -> torch.Tensor:
     return torch.cat([tt[:, None], p], 1)
 
 
+NOT_KNOWN_YET = 2 ** 31       # a frame count / side length that stands for "not known before the run" (syntax checks)
+
+
 def check_points(name: str, points, size: Sequence[int], frames: int | None = None) -> torch.Tensor:
     """Query points [N,3] as (t, x, y): finite, inside the (H, W) frame and, when `frames` is given, a whole
-    frame index in 0..frames-1. Returns them as float32."""
+    frame index in 0..frames-1. Sizes of NOT_KNOWN_YET check only what can be checked before the run (x, y >= 0;
+    t a whole number >= 0) and say so. Returns them as float32."""
     p = torch.as_tensor(points, dtype=torch.float32)
     if p.ndim != 2 or p.shape[-1] != 3:
         raise ValueError(f"{name}: expected query points [N,3] as (t,x,y), got {_shape(p)}")
@@ -147,12 +151,15 @@ def check_points(name: str, points, size: Sequence[int], frames: int | None = No
     bad = ~inside_frame(p[:, 1:], (h, w))
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        raise ValueError(f"{name}: point {i} at x={p[i, 1]:.1f}, y={p[i, 2]:.1f} is outside the {w}x{h} frame")
+        where = "negative: x and y are pixels from the frame's top-left corner" if max(h, w) >= NOT_KNOWN_YET \
+            else f"outside the {w}x{h} frame"
+        raise ValueError(f"{name}: point {i} at x={p[i, 1]:.1f}, y={p[i, 2]:.1f} is {where}")
     if frames is not None:
         badt = (p[:, 0] < 0) | (p[:, 0] > frames - 1) | (p[:, 0] != p[:, 0].round())
         if bool(badt.any()):
             i = int(badt.nonzero()[0])
-            raise ValueError(f"{name}: point {i} has query frame {p[i, 0]:g}, outside 0..{frames - 1}")
+            allowed = "a whole frame index >= 0" if frames >= NOT_KNOWN_YET else f"a whole frame index in 0..{frames - 1}"
+            raise ValueError(f"{name}: point {i} has query frame {p[i, 0]:g}; expected {allowed}")
     return p
 
 

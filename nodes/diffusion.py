@@ -60,8 +60,8 @@ class VDT_ExtractDiffusionFeatures(VdtNode):
                 noise_level_input(),
                 timestep_input(),
                 io.String.Input("heads", default="",
-                                tooltip="Heads to keep for q/k (the model's head ids), e.g. '1' or '1,6'; empty or "
-                                        "'all' = all heads."),
+                                tooltip="Heads to keep for q/k (the model's head ids), e.g. '1' or '1,6'; empty, "
+                                        "'all', '*' or '-1' = all heads."),
                 io.Int.Input("window", default=0, min=0, max=1024,
                              tooltip="Video frames per window (rounded down to 4k+1 for Wan); 0 = model default "
                                      "(81 for Wan, 25 for Cosmos (HeFT), 14 for SVD)."),

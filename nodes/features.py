@@ -73,7 +73,8 @@ class VDT_SelectHeadsFrequencies(VdtNode):
                 Features.Input("features", tooltip="Per-head features [T,heads,C,h,w] (attention q or k)."),
                 io.String.Input("heads", default="all",
                                 tooltip="Head ids of the model, as extracted: one head ('6'), a list ('1,3,5', "
-                                        "concatenated in that order) or 'all'. HeFT: Cosmos 6, Wan 1, CogVideoX 19."),
+                                        "concatenated in that order) or 'all' (also empty, '*' or '-1'). HeFT: Cosmos 6, "
+                                        "Wan 1, CogVideoX 19."),
                 io.String.Input("rope_dims", default="44,42,42",
                                 tooltip="Channels of the (T,H,W) RoPE groups of one head; must sum to head_dim. "
                                         "Wan/Cosmos head_dim 128: 44,42,42; CogVideoX 64: 16,24,24."),

@@ -19,7 +19,7 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels.checks import check_video
-from ..kernels.datatypes import check_tracks
+from ..kernels.datatypes import NOT_KNOWN_YET, check_tracks
 from ..kernels.tracks_io import parse_points
 from .common import Progress, Tracks
 from .timing import stamp_features
@@ -325,8 +325,7 @@ def points_syntax(text) -> None:
     checked when the node runs (they come from the data). Raises ValueError naming 'points'."""
     if not isinstance(text, str):
         raise ValueError(f"points: expected text, got {type(text).__name__}")
-    big = 2 ** 31
-    parse_points(text, big, (big, big))
+    parse_points(text, NOT_KNOWN_YET, (NOT_KNOWN_YET, NOT_KNOWN_YET))
 
 
 def prefix_syntax(text) -> None:

@@ -380,6 +380,7 @@ class VDT_HeFTHeadSearch(VdtNode):
             node_id="VDT_HeFTHeadSearch",
             display_name="VDT HeFT Head Search",
             category=category("tracking"),
+            is_output_node=True,          # it shows its table and saves a CSV: a graph may end in it
             description="Which layer, attention head and RoPE band cut track best on a clip with known tracks: one "
                         "feature pass per window captures all the layers, then HeFT tracks the known queries with "
                         "every (layer, head, cut) and the TAP-Vid metrics rank them. Shows the table, saves it as "

@@ -49,3 +49,23 @@ def test_link_values_bypassing_widget_limits():
         VDT_TrackNearestNeighbour.execute(f, "3,4", 0.6, 1601, 0.05)
     with pytest.raises(ValueError, match="nn_refine_radius"):
         VDT_TrackPoints.execute(f, "3,4", "nearest_neighbour", nn_refine_radius=1601)
+
+
+@pytest.mark.parametrize("text, says", [("-3,4", "negative: x and y are pixels"),
+                                        ("3,4,0.5", "expected a whole frame index >= 0"),
+                                        ("3,4,-1", "expected a whole frame index >= 0")])
+def test_points_checked_before_the_run_say_what_is_wrong_without_stand_in_sizes(text, says):
+    """Before the run the frame size and count are not known: the message says what is wrong with the point
+    itself instead of quoting the stand-in sizes (2^31) the check uses."""
+    from vdtrack.nodes.inputs import points_syntax
+
+    with pytest.raises(ValueError) as e:
+        points_syntax(text)
+    assert says in str(e.value) and "2147483" not in str(e.value), str(e.value)
+
+
+def test_head_search_is_an_output_node():
+    """It shows its table and saves a CSV: a graph that ends in it must be accepted by ComfyUI."""
+    from vdtrack.nodes.tracking import VDT_HeFTHeadSearch
+
+    assert VDT_HeFTHeadSearch.define_schema().is_output_node

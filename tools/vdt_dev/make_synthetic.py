@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     h, w = a.size
     clip = make_clip(frames=a.frames, height=h, width=w, num_objects=a.objects, points_per_object=a.points,
                      seed=a.seed, identical=a.identical, background_points=a.background_points)
+    if os.path.splitext(a.out_dir)[1].lower() in (".mp4", ".png", ".npz", ".json"):
+        ap.error(f"out_dir {a.out_dir!r} looks like a file name: it is a folder (the clip goes to "
+                 f"OUT_DIR/video.mp4 with --mp4, OUT_DIR/frames/ without)")
     os.makedirs(a.out_dir, exist_ok=True)
     frames = (clip.video.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     if a.mp4:
@@ -108,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             "points": int(clip.track_path.shape[1])}
     with open(os.path.join(a.out_dir, "clip.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
-    print(f"wrote {a.out_dir}: {a.frames} frames {w}x{h}, {meta['points']} tracks, {meta['objects']} objects")
+    what = os.path.join(a.out_dir, "video.mp4") if a.mp4 else os.path.join(a.out_dir, "frames", "*.png")
+    print(f"wrote {what} ({a.frames} frames {w}x{h}) and beside it tracks.npz ({meta['points']} tracks), masks/ "
+          f"({meta['objects']} objects), clip.json")
     return 0
 
 
