@@ -27,10 +27,13 @@ MEMORY_SHARE = 0.5      # refuse a folder whose decoded frames would need more t
 
 def clip_folder(folder: str) -> str:
     """`folder` relative to ComfyUI's input folder -> its real path; ValueError naming the input otherwise."""
-    rel = (folder or "").strip().replace("\\", "/").strip("/")
+    text = (folder or "").strip()
+    rel = text.replace("\\", "/").strip("/")
+    if text and (os.path.isabs(text) or text[0] in "/\\"):
+        raise ValueError(f"folder: '{folder}' must be a relative folder inside ComfyUI's input folder")
     if not rel:
         raise ValueError("folder: empty; give a folder inside ComfyUI's input folder, e.g. 'vdtrack_clips'")
-    if "\x00" in rel or ":" in rel or os.path.isabs(folder.strip()) or any(p == ".." for p in rel.split("/")):
+    if "\x00" in rel or ":" in rel or any(p == ".." for p in rel.split("/")):
         raise ValueError(f"folder: '{folder}' must be a relative folder inside ComfyUI's input folder")
     root = os.path.realpath(folder_paths.get_input_directory())
     full = os.path.realpath(os.path.join(root, rel))

@@ -54,7 +54,8 @@ def test_clip_folder_errors_name_the_input(comfy_folders, monkeypatch):
     d = comfy_folders / "input" / "shots"
     _write_clip(str(d), "a.mp4", 0, truth=False)
     for folder, words in (("../x", "folder: '../x' must be a relative"), ("/etc", "folder: '/etc' must be"),
-                          ("nope", "folder: 'nope' is not a folder"), ("", "folder: empty")):
+                          ("/", "folder: '/' must be a relative"), ("nope", "folder: 'nope' is not a folder"),
+                          ("", "folder: empty")):
         with pytest.raises(ValueError, match=words):
             VDT_ClipFolder.execute(folder, 0, 0, False)
     with pytest.raises(ValueError, match="ground_truth: clip 'a.mp4' has no a.tracks.npz"):
