@@ -329,9 +329,18 @@ class VDT_FlowTracker(VdtNode):
 MAX_LAYERS = 64
 
 
+def _short_text(text, limit: int = 60) -> str:
+    """repr of `text` cut to `limit` characters, so an error message (kept in ComfyUI's history) stays short."""
+    r = repr(str(text))
+    return r if len(r) <= limit else f"{r[:limit]}... ({len(str(text)):,} characters)"
+
+
 def parse_layers(text: str, num_layers: int) -> list[int]:
-    """'16-20' / '12,18,24' / '18' -> sorted block indices inside 0..num_layers-1 (ValueError naming `layers`)."""
-    out: set[int] = set()
+    """'16-20' / '12,18,24' / '18' -> sorted block indices inside 0..num_layers-1 (ValueError naming `layers`).
+
+    Ranges are checked by their ends before any is expanded, so '0-100000000' is refused at once (no list of
+    1e8 numbers); the error shows the count and the first few offending values, never all of them."""
+    spans: list[tuple[int, int]] = []
     try:
         for part in str(text).replace(";", ",").split(","):
             part = part.strip()
@@ -339,19 +348,33 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
                 continue
             if "-" in part:
                 a, b = (int(v) for v in part.split("-", 1))
-                out.update(range(a, b + 1))
             else:
-                out.add(int(part))
+                a = b = int(part)
+            if a <= b:                              # a reversed range 'b-a' selects nothing, as before
+                spans.append((a, b))
     except ValueError:
-        raise ValueError(f"layers: expected block indices like '16-20' or '12,18,24', got {text!r}") from None
-    if not out:
+        raise ValueError(f"layers: expected block indices like '16-20' or '12,18,24', got "
+                         f"{_short_text(text)}") from None
+    if not spans:
         raise ValueError("layers: no layer given")
-    bad = sorted(v for v in out if not 0 <= v < num_layers)
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    bad = [(a, min(b, -1)) for a, b in merged if a < 0] + [(max(a, num_layers), b) for a, b in merged
+                                                            if b >= num_layers]
     if bad:
-        raise ValueError(f"layers: {bad} outside 0..{num_layers - 1}")
-    if len(out) > MAX_LAYERS:
-        raise ValueError(f"layers: {len(out)} layers; at most {MAX_LAYERS} per search")
-    return sorted(out)
+        count = sum(b - a + 1 for a, b in bad)
+        first = [v for a, b in bad for v in range(a, min(b, a + 4) + 1)][:5]
+        more = ", ..." if count > len(first) else ""
+        raise ValueError(f"layers: {count:,} value(s) outside 0..{num_layers - 1} "
+                         f"({', '.join(map(str, first))}{more})")
+    total = sum(b - a + 1 for a, b in merged)
+    if total > MAX_LAYERS:
+        raise ValueError(f"layers: {total:,} layers; at most {MAX_LAYERS} per search")
+    return [v for a, b in merged for v in range(a, b + 1)]
 
 
 def known_queries(path: torch.Tensor, vis: torch.Tensor, tracks: dict) -> tuple[torch.Tensor, torch.Tensor]:

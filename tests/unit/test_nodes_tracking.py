@@ -135,3 +135,30 @@ def test_per_method_nodes_match_the_deprecated_node(method):
     assert set(new) == set(old)
     for k in set(new) - {"seconds"}:                      # seconds: each run's own wall-clock time
         assert (torch.equal(new[k], old[k]) if isinstance(new[k], torch.Tensor) else new[k] == old[k]), k
+
+
+def test_parse_layers_checks_range_ends_before_expanding():
+    """Issue 11: '0-100000000' was expanded into a list before the check (GBs, server stalled) and the error
+    listed every bad value; now the ends are checked first and the message stays short."""
+    import tracemalloc
+
+    from vdtrack.nodes.tracking import parse_layers
+    assert parse_layers("3, 1-2", 8) == [1, 2, 3]
+    assert parse_layers("2-4;3-5, 7", 8) == [2, 3, 4, 5, 7]
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="layers") as err:
+            parse_layers("0-3000000", 40)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    msg = str(err.value)
+    assert peak < 1 << 20, peak                          # nothing the size of the range was built
+    assert len(msg) < 200 and "2,999,961" in msg and "40, 41, 42" in msg, msg
+    with pytest.raises(ValueError, match=r"layers: 2 value\(s\) outside 0\.\.7 \(-?8, 9\)|layers: 2 value"):
+        parse_layers("6-9", 8)
+    with pytest.raises(ValueError, match="layers") as err:
+        parse_layers("x" * 100000, 8)
+    assert len(str(err.value)) < 200
+    with pytest.raises(ValueError, match="at most"):
+        parse_layers("0-99", 100)
