@@ -63,3 +63,19 @@ def check_work(name: str, pixel_tests: float, what: str, limit: float = MAX_PIXE
     if pixel_tests > limit:
         raise ValueError(f"{name}: {what} means about {pixel_tests:.2g} pixel tests, more than the {limit:.2g} "
                          f"one drawing may take (minutes on a CPU); lower {name}")
+
+
+# Working memory one node call may take for the tensors it builds: 4 GiB (our choice, the bound the synthetic clip
+# and Point Prompting's kept clips already use): a float32 clip of 16 frames of 4K is ~1.6 GiB, so real inputs fit,
+# while absurd settings (20,000 keypoints on a stride-1 grid, 4096-channel projections of every pixel) are refused
+# up front instead of exhausting a shared server's memory.
+MAX_WORK_BYTES = 4 * 2 ** 30
+
+
+def check_memory(name: str, need_bytes: float, what: str, fix: str, limit: float = MAX_WORK_BYTES) -> None:
+    """Refuse work whose estimated peak `need_bytes` exceeds `limit`, before any of it runs: ValueError naming
+    `name` (the input that scales it most) with the estimate in GiB; `what` says what was asked, `fix` which
+    input(s) to change."""
+    if need_bytes > limit:
+        raise ValueError(f"{name}: {what} needs about {need_bytes / 2 ** 30:,.1f} GiB of memory, more than the "
+                         f"{limit / 2 ** 30:g} GiB one node call may use; {fix}")

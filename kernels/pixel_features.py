@@ -12,8 +12,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_video
+from .checks import check_memory, check_video
 from .datatypes import make_feature_meta, make_features
+
+
+def patch_features_bytes(frames: int, size: tuple[int, int], channels: int, patch: int, dim: int = 0,
+                         coords: float = 0.0) -> int:
+    """Peak bytes of `patch_features` (float32): the centred clip [T,ch,H,W], the unfolded patches
+    [T,ch*p*p,h*w] and the features [T,dim or ch*p*p,h*w] (held twice when `coords` appends the grid)."""
+    t, (big_h, big_w) = int(frames), size
+    cells = (big_h // patch) * (big_w // patch)
+    k = channels * patch * patch
+    out = (int(dim) if dim > 0 else k) * cells * t
+    return 4 * (t * channels * big_h * big_w + t * k * cells + out * (2 if coords > 0 else 1))
 
 
 def patch_features(frames, patch: int = 8, dim: int = 0, seed: int = 0, center: bool = True,
@@ -28,6 +39,10 @@ def patch_features(frames, patch: int = 8, dim: int = 0, seed: int = 0, center: 
         raise ValueError(f"dim: must be >= 0 (0 = no projection), got {dim}")
     if coords < 0:
         raise ValueError(f"coords: must be >= 0, got {coords}")
+    need = patch_features_bytes(t, (H, W), ch, int(patch), int(dim), coords)
+    check_memory("projection_dim" if dim > 0 else "patch_size", need,
+                 f"{t} frames of {W}x{H} in {patch} px patches" + (f" projected to {dim} channels" if dim > 0 else ""),
+                 "use a smaller projection_dim, a larger patch_size, or fewer or smaller frames")
     x = video.float().permute(0, 3, 1, 2)                                       # [T,3,H,W]
     if center:
         x = x - x.mean(dim=(0, 2, 3), keepdim=True)

@@ -162,3 +162,19 @@ def test_parse_layers_checks_range_ends_before_expanding():
     assert len(str(err.value)) < 200
     with pytest.raises(ValueError, match="at most"):
         parse_layers("0-99", 100)
+
+
+def test_pixel_features_refuses_beyond_the_memory_bound():
+    """Issue 11: patch 1 with projection_dim 4096 on 4 frames of 256x256 tried to allocate 4.3 GB; refused up front
+    with the estimate and the input to change. Ordinary settings still run, and the estimate covers the output."""
+    from vdtrack.kernels.checks import MAX_WORK_BYTES
+    from vdtrack.kernels.pixel_features import patch_features_bytes
+    video = torch.rand(4, 256, 256, 3)
+    with pytest.raises(ValueError, match=r"projection_dim: .*GiB.*projection_dim") as err:
+        VDT_PixelFeatures.execute(video, 1, 4096, 0, True, 0.0)
+    assert len(str(err.value)) < 300
+    assert patch_features_bytes(16, (512, 512), 3, 1, 4096) > 60 * 2 ** 30
+    small = square_video()
+    out = VDT_PixelFeatures.execute(small, P, 16, 0, True, 0.5).result[0]["features"]
+    need = patch_features_bytes(small.shape[0], small.shape[1:3], 3, P, 16, 0.5)
+    assert out.numel() * 4 <= need < MAX_WORK_BYTES
