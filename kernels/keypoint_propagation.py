@@ -15,7 +15,7 @@ import torch
 
 from .checks import check_finite
 from .datatypes import cell_to_pixel, check_feature_tensor, inside_frame, pixel_to_cell
-from .propagation import Progress, propagate_soft_labels
+from .propagation import Check, Progress, propagate_soft_labels, propagation_fits
 
 
 def _check_keypoints(points, size: tuple[int, int]) -> torch.Tensor:
@@ -67,17 +67,24 @@ def keypoints_from_soft(soft: torch.Tensor, stride: tuple[float, float], top: in
 def propagate_keypoints(features: torch.Tensor, points: torch.Tensor, frame_size: tuple[int, int],
                         n_context: int = 20, radius: int = 15, top_k: int = 10, temperature: float = 0.1,
                         sigma: float = 0.5, top_cells: int = 3, tile: int | None = None,
-                        progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        progress: Progress = None, check: Check = None) -> tuple[torch.Tensor, torch.Tensor]:
     """features [T,C,h,w] of frames of `frame_size` (H,W); keypoints [N,2] (x,y) at frame 0 ->
     (points [T,N,2] pixels with -1 where lost, found [T,N]). Frame 0 returns the keypoints themselves.
-    Default context 20 frames as CRW's JHMDB setting."""
+    Default context 20 frames as CRW's JHMDB setting. Each keypoint is a label channel over the whole clip
+    (soft labels [T,N+1,h,w]): the memory bound of `propagate_soft_labels` (with the heatmaps [N,h,w], four
+    copies, added) refuses too many points on too fine a grid up front (ValueError naming `points`); `check()`
+    runs before every tile."""
     features = check_feature_tensor("features", features, cast_float=True)
     h, w = features.shape[2:]
     size = (int(frame_size[0]), int(frame_size[1]))
     p = _check_keypoints(points, size).to(features.device)
     stride = (size[0] / h, size[1] / w)
+    heat_bytes = 4 * 4 * p.shape[0] * h * w
+    if tile is None:            # the heatmaps are built before propagate_soft_labels checks: refuse them first
+        propagation_fits(tuple(features.shape), p.shape[0] + 1, n_context, radius, top_k, "points", heat_bytes)
     first = keypoint_heatmaps(p, (h, w), stride, sigma).to(features.dtype)
-    soft = propagate_soft_labels(features, first, n_context, radius, top_k, temperature, tile, progress)
+    soft = propagate_soft_labels(features, first, n_context, radius, top_k, temperature, tile, progress, check,
+                                 "points", heat_bytes)
     pts, found = keypoints_from_soft(soft, stride, top_cells)
     pts[0] = p
     found[0] = True

@@ -24,10 +24,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .checks import check_finite
+from .checks import MAX_WORK_BYTES, check_finite, check_memory
 from .datatypes import check_feature_tensor
 
 Progress = Callable[[], None] | None
+Check = Callable[[], None] | None
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -113,9 +114,10 @@ def run_propagation(features: torch.Tensor, first_labels: torch.Tensor, n_contex
 
 # ----------------------------------------------------------------------------------------------- fast
 def window_step(f_t: torch.Tensor, feats: torch.Tensor, soft: torch.Tensor, ctx: list[int], radius: int,
-               top_k: int, temperature: float, tile: int) -> torch.Tensor:
+               top_k: int, temperature: float, tile: int, check: Check = None) -> torch.Tensor:
     """Soft labels [L,h,w] for target features f_t [C,h,w] (normalised) from the context frames `ctx` of
-    feats [T,C,h,w] (normalised) / soft [T,L,h,w], tile by tile."""
+    feats [T,C,h,w] (normalised) / soft [T,L,h,w], tile by tile; `check()` (an interrupt check that raises)
+    runs before every tile."""
     c, h, w = f_t.shape
     n_lab = soft.shape[1]
     r = radius
@@ -128,6 +130,8 @@ def window_step(f_t: torch.Tensor, feats: torch.Tensor, soft: torch.Tensor, ctx:
         y1 = min(h, y0 + tile)
         sy0, sy1 = max(0, y0 - r), min(h, y1 + r)
         for x0 in range(0, w, tile):
+            if check is not None:
+                check()
             x1 = min(w, x0 + tile)
             sx0, sx1 = max(0, x0 - r), min(w, x1 + r)
             ty, tx, ry, rx = y1 - y0, x1 - x0, sy1 - sy0, sx1 - sx0
@@ -154,20 +158,72 @@ def window_step(f_t: torch.Tensor, feats: torch.Tensor, soft: torch.Tensor, ctx:
     return out
 
 
+def propagation_bytes(shape: tuple[int, int, int, int], labels: int, n_context: int, radius: int, top_k: int,
+                      tile: int) -> int:
+    """Estimated peak bytes (float32) of `propagate_soft_labels` on features of `shape` (T,C,h,w) with `labels`
+    label channels: the normalised features and the soft labels [T,L,h,w] held for the whole clip, plus one
+    tile's working set in `window_step` (the gathered context features and labels, the logits
+    [m,Q,S] with its mask and per-context top-k, the kept sources' labels [Q,k,L]); m = contexts, Q = target
+    cells of a tile, S = the cells it can see (tile + 2r per side, cut at the frame)."""
+    t_all, c, h, w = (int(v) for v in shape)
+    r, n_lab = int(radius), int(labels)
+    m = min(int(n_context), max(t_all - 2, 0)) + 1
+    q = min(tile, h) * min(tile, w)
+    s = min(h, tile + 2 * r) * min(w, tile + 2 * r)
+    k = min(int(top_k), m * min(int(top_k), s))
+    clip = t_all * (c + n_lab) * h * w
+    per_tile = q * c + m * c * s + m * q * s + q * s // 4 + 6 * m * q * min(top_k, s) + 2 * m * n_lab * s \
+        + 3 * q * k + q * k * n_lab + 2 * q * n_lab + n_lab * h * w
+    return 4 * (clip + per_tile)
+
+
+def fit_tile(shape: tuple[int, int, int, int], labels: int, n_context: int, radius: int, top_k: int,
+             limit: float = MAX_WORK_BYTES) -> tuple[int, int]:
+    """(tile, estimated bytes): the default tile (radius + 1, at least 4), halved while the estimate exceeds
+    `limit` (the result does not depend on the tile; smaller tiles only run slower), down to 1."""
+    tile = max(4, int(radius) + 1)
+    need = propagation_bytes(shape, labels, n_context, radius, top_k, tile)
+    while need > limit and tile > 1:
+        tile = max(1, tile // 2)
+        need = propagation_bytes(shape, labels, n_context, radius, top_k, tile)
+    return tile, need
+
+
+def propagation_fits(shape: tuple[int, int, int, int], labels: int, n_context: int, radius: int, top_k: int,
+                     labels_input: str, extra_bytes: int = 0) -> int:
+    """The tile `propagate_soft_labels` uses (`fit_tile` within MAX_WORK_BYTES - `extra_bytes`), or ValueError
+    with the estimate naming `labels_input` (when the label channels dominate) or n_context, and the inputs to
+    lower, when even 1-cell tiles exceed the bound."""
+    tile, need = fit_tile(shape, labels, n_context, radius, top_k, MAX_WORK_BYTES - extra_bytes)
+    t_all, c, h, w = shape
+    few = propagation_bytes(shape, 2, n_context, radius, top_k, tile)
+    check_memory(labels_input if few < need / 2 else "n_context", need + extra_bytes,
+                 f"propagating {labels - 1} label channel(s) through {t_all} frames of {h}x{w} cells ({c} channels) "
+                 f"with n_context {n_context}, radius {radius}, top_k {top_k}",
+                 f"lower n_context, radius or top_k, use fewer {labels_input}, or coarser or fewer frames")
+    return tile
+
+
 def propagate_soft_labels(features: torch.Tensor, first_labels: torch.Tensor, n_context: int = 28,
                           radius: int = 15, top_k: int = 10, temperature: float = 0.1, tile: int | None = None,
-                          progress: Progress = None) -> torch.Tensor:
+                          progress: Progress = None, check: Check = None, labels_input: str = "first_labels",
+                          extra_bytes: int = 0) -> torch.Tensor:
     """features [T,C,h,w] (normalised inside), first_labels [L,h,w] -> soft labels [T,L,h,w]
     (frame 0 = first_labels). `tile` (target cells per tile side) only trades speed for memory, the
     result does not depend on it; default radius + 1, where the matched region (tile + 2r)^2 is about
-    2.25x the window (2r + 1)^2 while the matmuls stay large."""
+    2.25x the window (2r + 1)^2 while the matmuls stay large, made smaller while the estimated memory
+    (`propagation_bytes` + the caller's `extra_bytes`) exceeds MAX_WORK_BYTES. Raises ValueError naming
+    the input to lower (`labels_input` when the label channels dominate) when even 1-cell tiles would exceed it. `check()` runs before every tile (interrupts), `progress()` after every frame."""
     features, first_labels = _check_args(features, first_labels, n_context, radius, top_k, temperature)
-    tile = max(4, int(radius) + 1) if tile is None else tile
+    if tile is None:
+        tile = propagation_fits(tuple(features.shape), first_labels.shape[0], n_context, radius, top_k,
+                                labels_input, extra_bytes)
     if int(tile) < 1:
         raise ValueError(f"tile: must be >= 1, got {tile}")
 
     def step(t, ctx, feats, soft):
-        return window_step(feats[t], feats, soft, ctx, int(radius), int(top_k), float(temperature), int(tile))
+        return window_step(feats[t], feats, soft, ctx, int(radius), int(top_k), float(temperature), int(tile),
+                           check)
 
     return run_propagation(features, first_labels, n_context, step, progress)
 
@@ -184,13 +240,15 @@ def norm_mask(soft: torch.Tensor) -> torch.Tensor:
     return torch.where((mx > 0)[:, None], normed, flat).reshape(soft.shape)
 
 
-def soft_labels_to_map(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def soft_labels_to_map(soft: torch.Tensor, size: tuple[int, int], check: Check = None) -> torch.Tensor:
     """Soft labels [T,L,h,w] -> label map [T,H,W] (long): bilinear upsample (align_corners False)
-    straight to `size`, per-channel norm_mask, argmax. Frame by frame to bound memory."""
+    straight to `size`, per-channel norm_mask, argmax. Frame by frame to bound memory; `check()` per frame."""
     if soft.ndim != 4:
         raise ValueError(f"soft: expected soft labels [frames,L,h,w], got shape {tuple(soft.shape)}")
     out = torch.empty((soft.shape[0],) + tuple(size), dtype=torch.long, device=soft.device)
     for t in range(soft.shape[0]):
+        if check is not None:
+            check()
         up = F.interpolate(soft[t:t + 1].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
         out[t] = norm_mask(up).argmax(dim=0)
     return out
@@ -199,13 +257,21 @@ def soft_labels_to_map(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 def propagate_label_map(features: torch.Tensor, label_map: torch.Tensor, n_context: int = 28,
                         radius: int = 15, top_k: int = 10, temperature: float = 0.1,
                         num_labels: int | None = None, tile: int | None = None,
-                        progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        progress: Progress = None, check: Check = None) -> tuple[torch.Tensor, torch.Tensor]:
     """First-frame label map [H,W] (ids, 0 = background) -> (soft [T,L,h,w], labels [T,H,W]).
-    Frame 0 of `labels` is the given map itself (the ground truth, as in the DAVIS protocol)."""
+    Frame 0 of `labels` is the given map itself (the ground truth, as in the DAVIS protocol). The memory bound
+    and `check` as in `propagate_soft_labels`; the full-size output adds the labels [T,H,W] and one frame's
+    upsampled soft labels [L,H,W] (three copies) to the estimate."""
     features = check_feature_tensor("features", features, cast_float=True)
     lab = check_label_map("label_map", label_map).to(features.device)
+    n_lab = int(lab.max()) + 1 if num_labels is None else int(num_labels)
+    big_h, big_w = lab.shape
+    out_bytes = 8 * features.shape[0] * big_h * big_w + 4 * 3 * n_lab * big_h * big_w
+    if tile is None:            # the one-hot first labels are built before propagate_soft_labels checks
+        propagation_fits(tuple(features.shape), n_lab, n_context, radius, top_k, "mask", out_bytes)
     first = labels_from_map(lab, tuple(features.shape[2:]), num_labels).to(features.dtype)
-    soft = propagate_soft_labels(features, first, n_context, radius, top_k, temperature, tile, progress)
-    labels = soft_labels_to_map(soft, tuple(lab.shape))
+    soft = propagate_soft_labels(features, first, n_context, radius, top_k, temperature, tile, progress, check,
+                                 "mask", out_bytes)
+    labels = soft_labels_to_map(soft, tuple(lab.shape), check)
     labels[0] = lab
     return soft, labels

@@ -11,7 +11,7 @@ from ..kernels.datatypes import check_features
 from ..kernels.keypoint_propagation import propagate_keypoints
 from ..kernels.propagation import propagate_label_map
 from ..kernels.tracks_io import parse_points
-from .common import Features, Progress, Tracks, category
+from .common import Features, Progress, Tracks, category, check_interrupt
 from .inputs import VdtNode, cells_radius_input, points_input, points_syntax, video_input
 from .timing import now, timed_tracks
 
@@ -119,7 +119,8 @@ class VDT_PropagateLabels(VdtNode):
         if int(output_object) > n_obj:
             raise ValueError(f"output_object: {output_object} but the mask has {n_obj} object(s)")
         _, labels = propagate_label_map(f, lab.to(f.device), int(n_context), int(radius), int(top_k),
-                                        float(temperature), progress=Progress(f.shape[0] - 1))
+                                        float(temperature), progress=Progress(f.shape[0] - 1),
+                                        check=check_interrupt)
         labels = labels.cpu()
         out = (labels > 0) if int(output_object) == 0 else (labels == int(output_object))
         return io.NodeOutput(out.float(), labels.float(), overlay(frames, labels, overlay_opacity))
@@ -164,7 +165,8 @@ class VDT_PropagateKeypoints(VdtNode):
         if bool((q[:, 0] != 0).any()):
             raise ValueError("points: keypoint propagation starts from frame 0; remove the 't' values")
         pts, found = propagate_keypoints(f, q[:, 1:].to(f.device), size, int(n_context), int(radius), int(top_k),
-                                         float(temperature), float(sigma), progress=Progress(f.shape[0] - 1))
+                                         float(temperature), float(sigma), progress=Progress(f.shape[0] - 1),
+                                         check=check_interrupt)
         pts, found = pts.cpu(), found.cpu()
         for t in range(1, pts.shape[0]):            # lost (-1) -> hold the last position, keep it not visible
             pts[t] = torch.where(found[t, :, None], pts[t], pts[t - 1])

@@ -143,3 +143,53 @@ def test_per_head_features_are_normalised_per_head():
     flat = torch.nn.functional.normalize(heads, dim=2).flatten(1, 2)
     b = VDT_PropagateLabels.execute(dict(feats, features=flat), images, m, "binary", 3, 2, 10, 0.1).result[1]
     assert torch.equal(a, b)
+
+
+def _pixel_feats(frames, size):
+    from vdtrack.nodes.features import VDT_PixelFeatures
+    video = torch.rand(frames, size, size, 3, generator=torch.Generator().manual_seed(0))
+    return video, VDT_PixelFeatures.execute(video, 1, 0, 0, False, 0.0).result[0]
+
+
+def test_propagate_keypoints_refuses_too_many_points_up_front():
+    """Issue 11: 20,000 points on 16 frames of 128x128 (stride-1 features) asked for 84 GB; each keypoint is a label
+    channel over the whole clip, so it is refused before anything is built, naming `points` with the estimate."""
+    _, feats = _pixel_feats(16, 128)
+    g = torch.Generator().manual_seed(1)
+    pts = "\n".join(f"{x:.1f},{y:.1f}" for x, y in (torch.rand(20000, 2, generator=g) * 127).tolist())
+    with pytest.raises(ValueError, match=r"^points: .*GiB.*fewer points") as err:
+        VDT_PropagateKeypoints.execute(feats, pts, 20, 15, 10, 0.1)
+    assert len(str(err.value)) < 400
+
+
+def test_propagate_labels_refuses_too_many_objects_and_checks_interrupts_per_tile():
+    """Issue 11: at the maximum settings (n_context 256, radius 512, top_k 1024) the label propagation grew to GBs
+    and an interrupt did not stop it: the tile size now shrinks to fit the memory bound, work beyond it is refused
+    with the estimate, and the interrupt check runs inside a frame (per tile), not only between frames."""
+    from vdtrack.kernels.propagation import MAX_WORK_BYTES, fit_tile, propagate_label_map, propagation_bytes
+    video, feats = _pixel_feats(16, 64)
+    ids = torch.zeros(1, 64, 64)
+    ids[0, 10:20, 10:20] = 20000                     # a 'label map' with object id 20,000: 20,001 label channels
+    with pytest.raises(ValueError, match=r"^mask: .*GiB.*fewer mask") as err:
+        VDT_PropagateLabels.execute(feats, video, ids, "label map", 256, 512, 1024, 0.1, 0, 0.5)
+    assert len(str(err.value)) < 400
+    shape = (16, 384, 128, 128)                      # a diffusion feature map at the maximum settings
+    assert propagation_bytes(shape, 2, 256, 512, 1024, 513) > MAX_WORK_BYTES
+    tile, need = fit_tile(shape, 2, 256, 512, 1024)
+    assert tile < 513 and need <= MAX_WORK_BYTES
+    calls, frames = [], []
+
+    class Interrupted(Exception):
+        pass
+
+    def check():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+
+    lab = torch.zeros(64, 64, dtype=torch.long)
+    lab[10:20, 10:20] = 1
+    with pytest.raises(Interrupted):
+        propagate_label_map(feats["features"], lab, 256, 512, 1024, 0.1, tile=8,
+                            progress=lambda: frames.append(1), check=check)
+    assert frames == []                              # stopped inside the first frame
