@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..kernels.checks import check_memory
 from ..kernels.synthetic import make_clip
 from ..kernels.tracks_io import points_to_json
 from .common import Tracks, category, check_interrupt
@@ -12,7 +13,6 @@ VARIANTS = ["moving_objects", "identical_objects"]
 
 
 MAX_PIXELS = 2 ** 27   # e.g. 512 frames at 512x512
-MAX_BYTES = 4 * 2 ** 30   # peak memory this node may use (our choice)
 
 
 def clip_bytes(pixels: int, objects: int) -> int:
@@ -69,11 +69,9 @@ class VDT_SyntheticClip(VdtNode):
             # the clip, its masks and labels are held in memory as float tensors: fail clearly, not by OOM
             raise ValueError(f"frames: {frames} frames of {width}x{height} is {frames * width * height:,} pixels, "
                              f"more than the {MAX_PIXELS:,} this node generates; use fewer frames or a smaller size")
-        need = clip_bytes(frames * width * height, num_objects)
-        if need > MAX_BYTES:
-            raise ValueError(f"frames: {frames} frames of {width}x{height} with {num_objects} objects needs about "
-                             f"{need / 2 ** 30:.1f} GiB, more than the {MAX_BYTES / 2 ** 30:.0f} GiB this node "
-                             "uses; use fewer frames, a smaller size or fewer objects")
+        check_memory("frames", clip_bytes(frames * width * height, num_objects),
+                     f"{frames} frames of {width}x{height} with {num_objects} objects",
+                     "use fewer frames, a smaller size or fewer objects")
         clip = make_clip(frames=frames, height=height, width=width, num_objects=num_objects,
                          points_per_object=points_per_object, seed=seed, identical=variant == "identical_objects",
                          background_points=background_points, check=check_interrupt)

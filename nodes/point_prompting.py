@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..backbones.comfy_native import backbone_from_model
 from ..backbones.point_prompting import MODES, PointPrompting, PointPromptingSettings
-from ..kernels.checks import check_video
+from ..kernels.checks import check_memory, check_video
 from ..kernels.color_rebalance import rebalance_colors
 from ..kernels.datatypes import inside_frame
 from ..kernels.markers import draw_markers
@@ -174,7 +174,6 @@ class VDT_TrackRedMarkers(VdtNode):
 
 
 CLIPS = ["first generation", "all generations"]
-CLIPS_LIMIT_BYTES = 4 << 30      # "all generations" refused above this (float32 frames held in memory)
 
 
 class VDT_PointPromptingTracker(VdtNode):
@@ -301,10 +300,8 @@ class VDT_PointPromptingTracker(VdtNode):
         pp = PointPrompting(bb, settings, text=conditioning, encode_image=encode, keep_clips=keep)
         frames = frames[..., :3].float()
         if keep == "all":
-            need = pp.clip_frames(T, (H, W), q) * H * W * 3 * 4
-            if need > CLIPS_LIMIT_BYTES:
-                raise ValueError(f"keep_clips: keeping all generations would hold {need / 2**30:.1f} GiB of "
-                                 "frames; use 'first generation' or fewer points per run")
+            check_memory("keep_clips", pp.clip_frames(T, (H, W), q) * H * W * 3 * 4,
+                         "keeping every generation's frames", "use 'first generation' or fewer points per run")
         pp.progress = Progress(pp.sampler_steps(T, (H, W), q))
         res = pp.run(frames, q)
         for line in res.log:
