@@ -20,6 +20,11 @@ class ServerGone(ConnectionError):
     """The server stopped answering (process died, connection refused) while a prompt was waited for."""
 
 
+class PromptCancelled(RuntimeError):
+    """A waited-for prompt will never finish: the caller cancelled the wait, or the prompt left the server's
+    queue without reaching its history (deleted from the queue, the queue cleared, or the server restarted)."""
+
+
 class ComfyClient:
     """A ComfyUI server at `url` (e.g. 'http://127.0.0.1:8188'); `timeout` is seconds per HTTP request."""
 
@@ -79,11 +84,22 @@ class ComfyClient:
         """Whether the server can still finish a prompt (a launcher that owns the process overrides this)."""
         return self.alive()
 
-    def wait(self, prompt_id: str, timeout: float = 300.0, poll_s: float = 0.1) -> dict:
+    def queued_ids(self) -> set[str]:
+        """Ids of the prompts waiting or running on the server (GET /queue)."""
+        q = self.get("/queue")
+        items = [*(q.get("queue_running") or []), *(q.get("queue_pending") or [])] if isinstance(q, dict) else []
+        return {str(item[1]) for item in items if isinstance(item, (list, tuple)) and len(item) > 1}
+
+    def wait(self, prompt_id: str, timeout: float = 300.0, poll_s: float = 0.1, cancel=None,
+             gone_check_s: float = 2.0) -> dict:
         """Poll /history until the prompt finished; its history entry. Raises TimeoutError after `timeout`
-        seconds and ServerGone when the server stops answering."""
-        t0 = time.monotonic()
+        seconds, ServerGone when the server stops answering, and PromptCancelled as soon as `cancel` (a
+        threading.Event) is set or when the prompt is neither in the queue nor in the history (checked every
+        `gone_check_s` seconds: a prompt taken off the queue never finishes)."""
+        t0 = last_check = time.monotonic()
         while time.monotonic() - t0 < timeout:
+            if cancel is not None and cancel.is_set():
+                raise PromptCancelled(f"prompt {prompt_id}: cancelled")
             try:
                 entry = self.history(prompt_id)
             except OSError as e:
@@ -95,8 +111,24 @@ class ComfyClient:
                 return entry
             if not self.server_alive():
                 raise ServerGone(f"ComfyUI at {self.url} died while running {prompt_id}")
-            time.sleep(poll_s)
+            if time.monotonic() - last_check >= gone_check_s:
+                last_check = time.monotonic()
+                if self._gone(prompt_id):
+                    raise PromptCancelled(f"prompt {prompt_id} was taken off the server's queue (deleted, queue "
+                                          "cleared or server restarted) and will not run")
+            if cancel is not None:
+                cancel.wait(poll_s)
+            else:
+                time.sleep(poll_s)
         raise TimeoutError(f"prompt {prompt_id} not finished after {timeout:.0f}s")
+
+    def _gone(self, prompt_id: str) -> bool:
+        """Neither waiting nor running nor finished. History is read again after the queue: a prompt that
+        finished between the two reads is in the history by then (the server moves it under one lock)."""
+        try:
+            return prompt_id not in self.queued_ids() and self.history(prompt_id) is None
+        except (OSError, ValueError):
+            return False
 
     def run(self, prompt: dict, timeout: float = 300.0, workflow: dict | None = None) -> dict:
         """Queue and wait; the history entry of a successful prompt. Raises RuntimeError naming the node and

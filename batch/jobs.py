@@ -259,13 +259,13 @@ def write_summary(folder: str, header: dict, results: list[dict], settings: list
     labels = [s.label for s in settings]
     with open(cpath + ".part", "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["job", "clip", *labels, "status", "seconds", "attempts", "outputs", "files", *metric_names,
+        w.writerow(["job", "clip", *labels, "status", "seconds", "retries", "outputs", "files", *metric_names,
                     "error"])
         for r in results:
             m = flat_metrics(r)
             w.writerow([r["key"], os.path.basename(r["clip"]) if r.get("clip") else "",
                         *[value_text(r["values"].get(k)) for k in labels], r["status"],
-                        "" if r.get("seconds") is None else f"{r['seconds']:.3f}", r.get("attempts", 0),
+                        "" if r.get("seconds") is None else f"{r['seconds']:.3f}", r.get("retries", 0),
                         len(r.get("outputs", [])), ";".join(r.get("outputs", [])),
                         *["" if m.get(n) is None else f"{m[n]:.6g}" for n in metric_names], r.get("error") or ""])
     os.replace(cpath + ".part", cpath)

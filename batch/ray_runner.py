@@ -31,6 +31,7 @@ class ServerActor:
         self.server = start_server(spec, index, die_with_parent=True)
         self.queued: set[str] = set()
         self.stopping = False
+        self.stop_waiting = threading.Event()      # set by cancel_all: running jobs stop waiting at once
         self.lock = threading.Lock()
 
     @ray.method(max_task_retries=-1)        # asked while Ray restarts the actor: answered once it is back
@@ -52,7 +53,7 @@ class ServerActor:
         if self.stopping:
             return _result(job, "cancelled", None, error="cancelled")
         try:
-            result = execute(self.server, plan, job, data, on_queued=self._queued)
+            result = execute(self.server, plan, job, data, on_queued=self._queued, cancel=self.stop_waiting)
         except OSError:                 # ServerGone included: the server is not answering. The actor exits
             os._exit(1)                 # as a crash, so Ray restarts it with a new server and the driver
             #                             sends this job (failed with RayActorError) to another actor
@@ -66,6 +67,7 @@ class ServerActor:
         with self.lock:
             self.stopping = True
             pids = list(self.queued)
+        self.stop_waiting.set()
         if pids:
             try:
                 self.server.cancel(pids)
@@ -75,6 +77,7 @@ class ServerActor:
     def resume(self) -> None:
         with self.lock:
             self.stopping = False
+            self.stop_waiting.clear()
 
     def stop(self) -> None:
         stop = getattr(self.server, "stop", None)
@@ -225,12 +228,12 @@ class RayPool:
                     avoid[job.key].add(i)
                     if tries[job.key] > self.a.retries:
                         rec.record({**_result(job, "error", None, error=f"server lost {tries[job.key]} times: "
-                                                                       f"{_cause(e)}"), "attempts": tries[job.key]})
+                                                                       f"{_cause(e)}"), "retries": tries[job.key] - 1})
                     else:
                         pending.appendleft(job)
                     self._restart(i)
                     continue
-                rec.record({**result, "attempts": tries[job.key]})
+                rec.record({**result, "retries": tries[job.key]})
         except KeyboardInterrupt:
             self._cancel(inflight, rec, tries)
             raise
@@ -250,7 +253,7 @@ class RayPool:
                 self._restart(i)
                 continue
             if result.get("status") == "success":      # finished before the cancel reached it: keep it
-                rec.record({**result, "attempts": tries[job.key]})
+                rec.record({**result, "retries": tries[job.key]})
 
 
 def _cause(e: Exception) -> str:

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from .client import ComfyClient, ServerGone, rejection_message, summarize_history
+from .client import ComfyClient, PromptCancelled, ServerGone, rejection_message, summarize_history
 from .jobs import Job, Manifest
 from .workflow import rewrite_prefixes
 
@@ -63,11 +63,14 @@ def _upload(client: ComfyClient, plan: Plan, path: str | None, data: bytes | Non
         return client.upload(local, plan.subfolder, name=name)
 
 
-def execute(client: ComfyClient, plan: Plan, job: Job, data: dict | None = None, on_queued=None) -> dict:
+def execute(client: ComfyClient, plan: Plan, job: Job, data: dict | None = None, on_queued=None,
+            cancel=None) -> dict:
     """Run one job on one server: upload its clip/mask, queue, wait, collect outputs. Returns the result
     (status success | error | rejected, seconds, outputs, texts, metrics, error, and the output files' bytes
     under 'files' when plan.download). Raises ServerGone / OSError when the server is unreachable, so the
-    caller can run the job elsewhere. `data` holds the clip/mask/points bytes when the files are not here."""
+    caller can run the job elsewhere. `data` holds the clip/mask/points bytes when the files are not here.
+    `cancel` (a threading.Event): once set, the job stops waiting, takes its prompt off the queue and ends
+    'cancelled'; a prompt someone else took off the queue ends 'cancelled' too."""
     data = data or {}
     t0 = time.monotonic()
     try:
@@ -91,10 +94,14 @@ def execute(client: ComfyClient, plan: Plan, job: Job, data: dict | None = None,
     if on_queued:
         on_queued(pid)
     try:
-        entry = client.wait(pid, plan.timeout)
+        entry = client.wait(pid, plan.timeout, cancel=cancel)
     except TimeoutError as e:
         client.cancel([pid])
         return _result(job, "error", time.monotonic() - t0, error=str(e), prompt_id=pid)
+    except PromptCancelled as e:
+        if cancel is not None and cancel.is_set():
+            client.cancel([pid])         # queued after the batch's cancel went out: take it off too
+        return _result(job, "cancelled", time.monotonic() - t0, error=str(e), prompt_id=pid)
     s = summarize_history(entry)
     files = []
     if plan.download:
@@ -108,7 +115,7 @@ def execute(client: ComfyClient, plan: Plan, job: Job, data: dict | None = None,
 def _result(job: Job, status: str, seconds: float | None, **extra) -> dict:
     return {"key": job.key, "clip": job.clip, "values": job.values, "spec": job.spec, "status": status,
             "seconds": seconds, "outputs": [], "texts": [], "metrics": {}, "error": None, "prompt_id": None,
-            **extra}
+            "retries": 0, **extra}
 
 
 class Recorder:
@@ -174,12 +181,15 @@ def run_local(client: ComfyClient, plan: Plan, jobs: list[Job], recorder: Record
     batch's prompts are taken off the server's queue; on a dead server the remaining jobs stay unfinished."""
     queued: set[str] = set()
     lock = threading.Lock()
+    stop = threading.Event()       # set on Ctrl-C: the workers stop waiting, so the process can exit
 
     def one(job: Job) -> dict:
         def note(pid):
             with lock:
                 queued.add(pid)
-        res = execute(client, plan, job, on_queued=note)
+        if stop.is_set():
+            return _result(job, "cancelled", None, error="cancelled")
+        res = execute(client, plan, job, on_queued=note, cancel=stop)
         with lock:
             queued.discard(res.get("prompt_id"))
         return res
@@ -197,6 +207,7 @@ def run_local(client: ComfyClient, plan: Plan, jobs: list[Job], recorder: Record
                 running.pop(fut)
                 recorder.record(fut.result())       # ServerGone / OSError propagate: the server is gone
     except BaseException:
+        stop.set()
         for fut in running:
             fut.cancel()
         with lock:

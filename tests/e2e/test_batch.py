@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import uuid
 
 import numpy as np
@@ -245,3 +246,32 @@ def test_each_clip_propagates_its_own_mask_file(server, tmp_path, capsys):
         assert np.array_equal(propagated[key][0], own), key            # frame 0 is the clip's own mask file
         later = propagated[key][1:]
         assert later.any() and (later & own).sum() > (later & other).sum(), key
+
+
+def test_ctrl_c_exits_and_resume_finishes_the_rest(server, tmp_path, capsys):
+    """Ctrl-C after the first job: the command returns 130 with no worker left waiting on a prompt taken off
+    the queue (they polled /history until --timeout), and the first --resume runs the rest to success."""
+    folder = tmp_path / "clips"
+    _clips(str(folder), ["c1.mp4", "c2.mp4", "c3.mp4"])
+    out = tmp_path / "results"
+    args = [API_WORKFLOW, str(folder), "--out", str(out), "--server", server.url, "--no-ray", "--quiet",
+            "--prefix", f"batchtest_{uuid.uuid4().hex[:8]}", "--timeout", "100000"]
+
+    def ctrl_c(result):
+        raise KeyboardInterrupt                 # what Ctrl-C does
+
+    before = set(threading.enumerate())
+    assert cli.main(args, on_result=ctrl_c) == 130
+    workers = [t for t in set(threading.enumerate()) - before if t.name.startswith("vdtrack-batch")]
+    for t in workers:
+        t.join(timeout=120)                     # a bound for a broken fix only: they end at their next poll
+    assert not [t for t in workers if t.is_alive()]
+    rows = {r["job"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert sorted(r["status"] for r in rows.values()).count("success") == 1, rows
+    capsys.readouterr()
+    redone = []
+    code = cli.main(args + ["--resume"], on_result=redone.append)
+    assert code == 0, capsys.readouterr()
+    assert len(redone) == 2 and all(r["status"] == "success" for r in redone)
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["status"] for r in rows] == ["success"] * 3 and [r["retries"] for r in rows] == ["0"] * 3

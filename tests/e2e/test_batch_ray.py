@@ -79,7 +79,7 @@ def test_two_actors_kill_retry_resume(tmp_path):
         finished = {r["key"] for r in run1}
         assert len(finished) == len(run1) >= 3          # nothing recorded twice
         # a job that was on the killed server ran again, on the other actor (or is left for --resume)
-        retried = [r for r in run1 if r["attempts"]]
+        retried = [r for r in run1 if r["retries"]]
         assert len(retried) <= 2 and all(r["actor"] == 1 - victim for r in retried)
 
         # a job failed with the server (that is what makes the driver restart an actor) and Ray restarted the

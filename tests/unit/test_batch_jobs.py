@@ -2,13 +2,17 @@
 --resume reads, value coercion and the per-value aggregation of report metrics."""
 from __future__ import annotations
 
+import csv
 import json
 import os
+import threading
 
 import pytest
 
-from vdtrack.batch.jobs import Manifest, Setting, aggregate, clip_keys, list_clips, make_jobs, unique_keys
-from vdtrack.batch.runner import Plan, job_prompt
+from vdtrack.batch.jobs import Manifest, Setting, aggregate, clip_keys, list_clips, make_jobs, unique_keys, \
+    write_summary
+from vdtrack.batch.client import ComfyClient, PromptCancelled
+from vdtrack.batch.runner import Plan, Recorder, job_prompt, run_local
 from vdtrack.batch.workflow import WorkflowError, coerce_value, rewrite_prefixes
 
 
@@ -92,3 +96,96 @@ def test_aggregate_per_setting_and_value():
     assert by_method["b"]["metrics"]["7.average_jaccard"] == 20.0 and by_method["b"]["jobs"] == 2
     assert by_method["b"]["succeeded"] == 1
     assert [r["metrics"].get("7.average_jaccard") for r in agg["by_setting"]] == [10.0, 20.0, 30.0, None]
+
+
+# ------------------------------------------------------------------------------------------------ cancelling
+
+class _FakeServer(ComfyClient):
+    """A ComfyUI that queues prompts and never finishes them (a long job), until they are deleted."""
+
+    def __init__(self):
+        super().__init__("http://fake")
+        self.lock = threading.Lock()
+        self.waiting: list[str] = []
+        self.deleted: set[str] = set()
+        self.two_queued = threading.Event()
+        self.finishes = None             # the one prompt that finishes, once two are queued
+
+    def upload(self, path, subfolder="", name=None):
+        return name
+
+    def queue(self, prompt, workflow=None, client_id=None):
+        with self.lock:
+            pid = f"p{len(self.waiting) + len(self.deleted)}"
+            self.waiting.append(pid)
+            if len(self.waiting) >= 2:
+                self.two_queued.set()
+        return 200, {"prompt_id": pid}
+
+    def history(self, prompt_id):
+        if prompt_id == self.finishes and self.two_queued.is_set():
+            return {"status": {"completed": True, "status_str": "success", "messages": []}, "outputs": {}}
+        return None
+
+    def queued_ids(self):
+        with self.lock:
+            return set(self.waiting)
+
+    def server_alive(self):
+        return True
+
+    def cancel(self, prompt_ids):
+        with self.lock:
+            for pid in prompt_ids:
+                if pid in self.waiting:
+                    self.waiting.remove(pid)
+                    self.deleted.add(pid)
+
+
+def test_wait_ends_on_cancel_and_on_a_deleted_prompt():
+    server = _FakeServer()
+    _, body = server.queue({})
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(PromptCancelled, match="cancelled"):          # still queued, but the caller gave up
+        server.wait(body["prompt_id"], timeout=1e9, cancel=stop)
+    server.cancel([body["prompt_id"]])
+    with pytest.raises(PromptCancelled, match="taken off the server's queue"):   # never finishes: not waited
+        server.wait(body["prompt_id"], timeout=1e9, gone_check_s=0.0)
+
+
+def test_ctrl_c_ends_the_local_runners_waits(tmp_path):
+    """Ctrl-C (KeyboardInterrupt in the driver, raised from on_result like test_batch_ray does) while a prompt
+    waits on the server: its worker stops waiting and ends, so the command exits (it used to poll /history
+    for --timeout seconds)."""
+    server = _FakeServer()
+    server.finishes = "p0"
+    plan = Plan(prompt={"1": {"class_type": "X", "inputs": {"seed": 0}}}, timeout=1e9, download=False)
+    jobs = make_jobs([], [Setting("1", "seed", (0, 1, 2, 3))], "spec")
+
+    def ctrl_c(result):
+        raise KeyboardInterrupt                  # what Ctrl-C does
+
+    rec = Recorder(str(tmp_path), jobs, plan, {}, progress=False, on_result=ctrl_c)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        run_local(server, plan, jobs, rec, max_queued=2)
+    rec.close()
+    workers = [t for t in set(threading.enumerate()) - before if t.name.startswith("vdtrack-batch")]
+    for t in workers:
+        t.join(timeout=60)                       # a bound for a broken fix only: they end at their next poll
+    assert not [t for t in workers if t.is_alive()]
+    assert server.waiting == ["p0"] and server.deleted == {"p1"}      # the waiting one taken off the queue
+    assert [r and r["status"] for r in rec.results] == ["success", None, None, None]
+
+
+def test_summary_counts_retries_not_attempts(tmp_path):
+    """A job that succeeded on its first run was listed with attempts=0: the column counts reruns."""
+    res = [{"key": "a", "clip": None, "values": {}, "status": "success", "seconds": 1.0, "outputs": [],
+            "retries": 0},
+           {"key": "b", "clip": None, "values": {}, "status": "success", "seconds": 1.0, "outputs": [],
+            "retries": 1}]
+    _, cpath = write_summary(str(tmp_path), {}, res, [])
+    with open(cpath, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "attempts" not in rows[0] and [r["retries"] for r in rows] == ["0", "1"]
