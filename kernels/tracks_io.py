@@ -318,7 +318,13 @@ def _tracks_dict(path: np.ndarray, vis: np.ndarray, query, frame_size) -> dict:
 
 MAX_FILE_BYTES = 1 << 30           # an npz file (or one npz member, uncompressed) larger than this is refused
 MAX_TEXT_BYTES = 1 << 27           # JSON / CSV: parsed into Python objects, ~10x their size in memory
-MAX_TRACK_VALUES = 1 << 28         # frames x points (x,y) values: 2 GiB of float32 positions
+# points x frames of one track set (our choice): as many samples as one ATI track string may hold
+# (MAX_ATI_SAMPLES in nodes/tracks.py), e.g. 32,768 points over 512 frames; 128 MiB of float32 (x, y). An npz
+# of 1.2 MB can unpack to 2^27 positions: loading and saving that took 83 s and 4.5 GB.
+MAX_TRACK_POSITIONS = 1 << 24
+# JSON / CSV write at least ~32 bytes per position (x, y, visible and separators): a text file with more
+# positions than this would be larger than MAX_TEXT_BYTES, so the loader could not read it back
+MAX_TEXT_POSITIONS = MAX_TEXT_BYTES // 32
 MAX_FRAMES = 1 << 20
 
 
@@ -326,12 +332,13 @@ def _bad(path: str, problem: str) -> ValueError:
     return ValueError(f"tracks file: {os.path.basename(path)}: {problem}")
 
 
-def _check_dims(path: str, frames: int, points: int) -> None:
+def _check_dims(path: str, frames: int, points: int, cap: int = MAX_TRACK_POSITIONS) -> None:
+    """Refuse a track set with no frame, more than MAX_FRAMES frames or more than `cap` points x frames."""
     if frames < 1 or points < 0:
         raise _bad(path, f"needs at least one frame, got {frames} frames and {points} points")
-    if frames > MAX_FRAMES or frames * max(points, 1) * 2 > MAX_TRACK_VALUES:
-        raise _bad(path, f"{frames:,} frames x {points:,} points is more than this loader accepts "
-                         f"({MAX_TRACK_VALUES // 2:,} positions, {MAX_FRAMES:,} frames)")
+    if frames > MAX_FRAMES or frames * max(points, 1) > cap:
+        raise _bad(path, f"{frames:,} frames x {points:,} points = {frames * max(points, 1):,} positions is "
+                         f"more than a tracks file may hold ({cap:,} positions, {MAX_FRAMES:,} frames)")
 
 
 def _npz_member(z: zipfile.ZipFile, path: str, name: str) -> np.ndarray:
@@ -357,8 +364,11 @@ def _npz_member(z: zipfile.ZipFile, path: str, name: str) -> np.ndarray:
         if dtype.hasobject or dtype.kind not in "biuf":
             raise _bad(path, f"'{name}' must hold numbers, got dtype {dtype}")
         count = int(np.prod(shape, dtype=object))
-        if count * dtype.itemsize > info.file_size or count > 2 * MAX_TRACK_VALUES:
+        if count * dtype.itemsize > info.file_size:
             raise _bad(path, f"'{name}' claims shape {shape} ({count:,} values), more than the file holds")
+        if count > 2 * MAX_TRACK_POSITIONS:     # 'tracks' holds (x, y) per position, the largest member
+            raise _bad(path, f"'{name}' has shape {shape} ({count:,} values), more than a tracks file may "
+                             f"hold ({MAX_TRACK_POSITIONS:,} positions of (x, y))")
         data = f.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
         raise _bad(path, f"'{name}' is truncated")
@@ -425,15 +435,18 @@ def _load_json(path: str) -> dict:
     if not isinstance(doc, dict) or "track_path" not in doc:
         raise _bad(path, "is not a vdtrack tracks JSON (no 'track_path'); for ATI track strings use "
                          "VDT ATI To Tracks")
+    frames, points = doc.get("frames"), doc.get("points")
+    if not all(v is None or isinstance(v, int) and not isinstance(v, bool) for v in (frames, points)):
+        raise _bad(path, "'frames' and 'points' must be whole numbers")
     p = _array(path, "track_path", doc["track_path"], np.float32)
     if p.size == 0:
-        frames, points = doc.get("frames", 0), doc.get("points", 0)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (frames, points)):
-            raise _bad(path, "'frames' and 'points' must be whole numbers")
-        _check_dims(path, frames, points)
+        _check_dims(path, frames or 0, points or 0)
         p = p.reshape(frames, points, 2) if points == 0 else p
     if p.ndim != 3 or p.shape[-1] != 2:
         raise _bad(path, f"'track_path' must be [frames][points][2], got shape {list(p.shape)}")
+    for key, value, real in (("frames", frames, p.shape[0]), ("points", points, p.shape[1])):
+        if value is not None and value != real:
+            raise _bad(path, f"the header says {key} = {value:,} but 'track_path' holds {real:,}")
     _check_dims(path, p.shape[0], p.shape[1])
     vis = doc.get("track_visibility")
     vis = np.ones(p.shape[:2], dtype=bool) if vis is None else _array(path, "track_visibility", vis, bool,
@@ -494,12 +507,15 @@ def _load_csv(path: str) -> dict:
 
 def save_tracks(path: str, tracks: dict, check=None) -> str:
     """Write a TRACKS dict; the format follows the extension (.npz, .json, .csv). `check` (optional): called
-    between frames of a CSV (an interrupt check)."""
+    between frames of a CSV (an interrupt check). Raises ValueError naming the file and the counts for more
+    than MAX_TRACK_POSITIONS points x frames (MAX_TEXT_POSITIONS for .json / .csv: what their loader reads)."""
     ext = os.path.splitext(path)[1].lower()
     writers = {".npz": save_tracks_npz, ".json": save_tracks_json, ".csv": save_tracks_csv}
     if ext not in writers:
         raise ValueError(f"format: unknown tracks file extension '{ext}' (use .npz, .json or .csv)")
     path_t, vis = check_tracks("tracks", tracks)
+    _check_dims(path, int(path_t.shape[0]), int(path_t.shape[1]),
+                MAX_TRACK_POSITIONS if ext == ".npz" else MAX_TEXT_POSITIONS)
     extra = {"check": check} if ext == ".csv" else {}
     return writers[ext](path, path_t, vis, tracks.get("query_points"), tracks.get("frame_size"), **extra)
 

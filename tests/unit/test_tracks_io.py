@@ -185,3 +185,43 @@ def test_save_tracks_by_extension_and_errors(tmp_path):
         load_tracks(str(tmp_path / "bad.json"))
     with pytest.raises(ValueError, match="query_points"):
         save_tracks_npz(str(tmp_path / "q.npz"), path, vis, query_points=torch.zeros(2, 3))
+
+
+def test_track_sets_beyond_the_bound_are_refused_on_load_and_save(tmp_path):
+    """A 1.2 MB npz unpacked to 2^27 positions (83 s and 4.5 GB to load and save, a 1.2 GB file): tracks are
+    bounded by points x frames, refused with the counts and the file named; text formats by what loads back."""
+    import io
+    import zipfile
+    from vdtrack.kernels.tracks_io import MAX_TEXT_POSITIONS, MAX_TRACK_POSITIONS
+
+    shape = (MAX_TRACK_POSITIONS // 512 * 2, 512, 2)          # twice the bound, as uint8: 64 MiB of zeros
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(tmp_path / "big.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("tracks.npy", "w") as f:
+            f.write(buf.getvalue())
+            chunk = bytes(1 << 24)
+            for _ in range(int(np.prod(shape)) >> 24):
+                f.write(chunk)
+    assert (tmp_path / "big.npz").stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=r"tracks file: big\.npz: .*more than a tracks file may hold"):
+        load_tracks(str(tmp_path / "big.npz"))
+
+    over = {"track_path": torch.zeros(1, MAX_TEXT_POSITIONS + 1, 2),
+            "track_visibility": torch.ones(1, MAX_TEXT_POSITIONS + 1, dtype=torch.bool)}
+    for name in ("big.csv", "big.json"):
+        with pytest.raises(ValueError, match=rf"{name}: 1 frames x {MAX_TEXT_POSITIONS + 1:,} points"):
+            save_tracks(str(tmp_path / name), over)
+        assert not (tmp_path / name).exists()
+
+
+def test_json_header_must_agree_with_the_data(tmp_path):
+    doc = {"format": "vdtrack-tracks", "frames": 10 ** 12, "points": 10 ** 9, "track_path": [[[1.0, 2.0]]],
+           "track_visibility": [[True]]}
+    (tmp_path / "liar.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"liar\.json: the header says frames = 1,000,000,000,000 but "
+                                         r"'track_path' holds 1"):
+        load_tracks(str(tmp_path / "liar.json"))
+    doc.update(frames=1, points=1)
+    (tmp_path / "ok.json").write_text(json.dumps(doc))
+    assert load_tracks(str(tmp_path / "ok.json"))["track_path"].shape == (1, 1, 2)
