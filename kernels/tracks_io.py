@@ -322,9 +322,10 @@ MAX_TEXT_BYTES = 1 << 27           # JSON / CSV: parsed into Python objects, ~10
 # (MAX_ATI_SAMPLES in nodes/tracks.py), e.g. 32,768 points over 512 frames; 128 MiB of float32 (x, y). An npz
 # of 1.2 MB can unpack to 2^27 positions: loading and saving that took 83 s and 4.5 GB.
 MAX_TRACK_POSITIONS = 1 << 24
-# JSON / CSV write at least ~32 bytes per position (x, y, visible and separators): a text file with more
-# positions than this would be larger than MAX_TEXT_BYTES, so the loader could not read it back
-MAX_TEXT_POSITIONS = MAX_TEXT_BYTES // 32
+# JSON / CSV write up to ~60 bytes per position (full-precision x, y, visible, indices and separators; measured
+# 47 for CSV, more for JSON): a text file with more positions than this could be larger than MAX_TEXT_BYTES, so
+# the loader could not read it back
+MAX_TEXT_POSITIONS = MAX_TEXT_BYTES // 64
 MAX_FRAMES = 1 << 20
 
 
