@@ -249,13 +249,14 @@ def test_each_clip_propagates_its_own_mask_file(server, tmp_path, capsys):
 
 
 def test_ctrl_c_exits_and_resume_finishes_the_rest(server, tmp_path, capsys):
-    """Ctrl-C after the first job: the command returns 130 with no worker left waiting on a prompt taken off
-    the queue (they polled /history until --timeout), and the first --resume runs the rest to success."""
+    """Ctrl-C after the first job, with one prompt running and one waiting: the command returns 130 with no
+    worker left waiting on the prompt taken off the queue (it polled /history until --timeout), and the first
+    --resume runs the rest to success."""
     folder = tmp_path / "clips"
-    _clips(str(folder), ["c1.mp4", "c2.mp4", "c3.mp4"])
+    _clips(str(folder), ["c1.mp4", "c2.mp4", "c3.mp4", "c4.mp4"])
     out = tmp_path / "results"
     args = [API_WORKFLOW, str(folder), "--out", str(out), "--server", server.url, "--no-ray", "--quiet",
-            "--prefix", f"batchtest_{uuid.uuid4().hex[:8]}", "--timeout", "100000"]
+            "--prefix", f"batchtest_{uuid.uuid4().hex[:8]}", "--timeout", "100000", "--max-queued", "3"]
 
     def ctrl_c(result):
         raise KeyboardInterrupt                 # what Ctrl-C does
@@ -272,6 +273,6 @@ def test_ctrl_c_exits_and_resume_finishes_the_rest(server, tmp_path, capsys):
     redone = []
     code = cli.main(args + ["--resume"], on_result=redone.append)
     assert code == 0, capsys.readouterr()
-    assert len(redone) == 2 and all(r["status"] == "success" for r in redone)
+    assert len(redone) == 3 and all(r["status"] == "success" for r in redone)
     rows = list(csv.DictReader(open(out / "summary.csv")))
-    assert [r["status"] for r in rows] == ["success"] * 3 and [r["retries"] for r in rows] == ["0"] * 3
+    assert [r["status"] for r in rows] == ["success"] * 4 and [r["retries"] for r in rows] == ["0"] * 4
