@@ -30,7 +30,7 @@ import comfy.model_management
 from . import schedules, windows
 from .capture import StopForward
 from .native_common import (NativeRegeneration, captured_forward, first_frame, guided_euler, require_model,
-                            require_vae, resize_frames, sdedit_sigmas)
+                            require_vae, sdedit_sigmas)
 from ..kernels.datatypes import make_feature_meta, make_features
 from .protocol import BackboneBase, FeatureSpec, ImageCond, ProgressFn, check_noise_level
 
@@ -171,10 +171,8 @@ class ComfySVDBackbone(NativeRegeneration, BackboneBase):
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
         noise_level = check_noise_level(noise_level)
         self._check_spec(spec)
-        frames = frames[..., :3].float()
-        T, H, W = frames.shape[:3]
-        mh, mw = self.model_size(H, W)
-        x = resize_frames(frames, (mh, mw))
+        frames, x = self._at_model_size(frames)
+        (T, H, W), (mh, mw) = frames.shape[:3], x.shape[1:3]
         plan = self.window_plan(T, spec)
         image_cond = cond if isinstance(cond, ImageCond) else None
 

@@ -50,7 +50,7 @@ def merge_conds(per_item: list[list]) -> list:
 
 
 class BatchRegeneration:
-    """Mixin for the native DiT adapters (needs _to_model_size, encode, decode, _conds, _image_extra,
+    """Mixin for the native DiT adapters (needs _at_model_size, encode, decode, _conds, _image_extra,
     regenerate_latent, vae_stride, temporal_compression)."""
 
     _prepared = None     # (weakrefs of frames and prompts, prepared batch) of the last call
@@ -91,7 +91,7 @@ class BatchRegeneration:
                 return prepared
         B, T = frames.shape[:2]
         length = windows.quantize_up(T, self.temporal_compression)
-        xs = [self._to_model_size(frames[b][..., :3].float()) for b in range(B)]
+        xs = [self._at_model_size(frames[b])[1] for b in range(B)]
         size = tuple(xs[0].shape[1:3])
         x0 = torch.cat([self.encode(windows.pad_frames(x, length)) for x in xs], 0)
         encoded: dict[int, list] = {}

@@ -165,14 +165,19 @@ class NativeRegeneration(abc.ABC):
         """x [T,h,w,3] (frames at model_size), `frames` = T -> (model-space latent x0, positive and negative
         CONDITIONING lists, the MASK [T,H,W] on the latent grid or None)."""
 
+    def _at_model_size(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames [T,H,W,C] -> (their first three channels as float [T,H,W,3], the same resized to model_size
+        [T,h,w,3]): what every native features/regenerate pass starts from."""
+        frames = frames[..., :3].float()
+        return frames, resize_frames(frames, self.model_size(*frames.shape[1:3]))
+
     def regenerate(self, frames: torch.Tensor, noise_level: float, positive, negative, guidance: float, steps: int,
                    mask: Optional[torch.Tensor] = None, seed: int = 0, progress: ProgressFn = None) -> torch.Tensor:
         """Guided SDEdit of frames [T,H,W,3] 0..1 (first three channels) with ImageCond prompts, mask [T,H,W] (1 =
         regenerate) or None -> IMAGE [T,H,W,3] 0..1 at the given size (ValueError naming noise_level/steps)."""
         noise_level = check_noise_level(noise_level)
-        frames = frames[..., :3].float()
+        frames, x = self._at_model_size(frames)
         T, H, W = frames.shape[:3]
-        x = resize_frames(frames, self.model_size(H, W))
         x0, pos, neg, lat_mask = self._regen_inputs(x, T, positive, negative, mask)
         out = self.regenerate_latent(x0, noise_level, pos, neg, guidance, steps, lat_mask, seed, progress)
         return resize_frames(self.decode(out)[:T], (H, W)).clamp(0, 1)

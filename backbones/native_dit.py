@@ -108,9 +108,6 @@ class NativeDiTBackbone(BatchRegeneration, NativeRegeneration, BackboneBase, abc
         return bool(self.image_input or self.ti2v)
 
     # ---------------------------------------------------------------- VAE
-    def _to_model_size(self, frames: torch.Tensor) -> torch.Tensor:
-        return resize_frames(frames, self.model_size(*frames.shape[1:3]))
-
     _resize = staticmethod(resize_frames)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -186,10 +183,8 @@ class NativeDiTBackbone(BatchRegeneration, NativeRegeneration, BackboneBase, abc
                  cond: Any = None, progress: ProgressFn = None) -> dict[str, dict]:
         noise_level = check_noise_level(noise_level)
         self._check_spec(spec)
-        frames = frames[..., :3].float()
-        T, H, W = frames.shape[:3]
-        x = self._to_model_size(frames)
-        mh, mw = x.shape[1:3]
+        frames, x = self._at_model_size(frames)
+        (T, H, W), (mh, mw) = frames.shape[:3], x.shape[1:3]
         plan = self.window_plan(T, spec)
         image_cond = cond if isinstance(cond, ImageCond) else None
         text = image_cond.text if image_cond is not None else (cond if isinstance(cond, list) else self.text)
