@@ -226,12 +226,13 @@ def fold_latent_stats(v, mean: torch.Tensor, std: torch.Tensor) -> None:
 
 # ----------------------------------------------------------------------------------------------- data
 
-def random_clip(rng: np.random.Generator, frames: int, size: int):
-    """One training clip with the mix of scene kinds described in the module docstring."""
+def random_clip(rng: np.random.Generator, frames: int, size: int, dot_clips: float = 0.75):
+    """One training clip with the mix of scene kinds described in the module docstring; riding dots in a fraction
+    `dot_clips` of the clips."""
     from vdtrack.kernels.synthetic import make_clip
 
     identical = rng.random() < 0.2
-    dots = rng.random() < 0.75
+    dots = rng.random() < dot_clips
     return make_clip(frames=frames, height=size, width=size, num_objects=int(rng.integers(1, 5)),
                      points_per_object=0, seed=int(rng.integers(2 ** 31)), identical=identical,
                      textureless=0.3, dots_per_object=int(rng.integers(1, 4)) if dots else 0,
@@ -386,7 +387,7 @@ def encode_clips(v, fmt, rng, a, n: int):
     """n fresh clips -> (model-space latents, model-space first-frame concat latents, latent dot maps), fp16."""
     vids, dmaps = [], []
     for _ in range(n):
-        video, dots = clip_tensors(random_clip(rng, a.frames, a.size))
+        video, dots = clip_tensors(random_clip(rng, a.frames, a.size, a.dot_clips))
         vids.append(video)
         dmaps.append(latent_dot_map(dots))
     x = torch.stack(vids)
@@ -422,12 +423,14 @@ def build_pool(run: Run) -> None:
 
 # ----------------------------------------------------------------------------------------------- phase 2
 
-def sample_sigma(rng: torch.Generator, n: int) -> torch.Tensor:
+def sample_sigma(rng: torch.Generator, n: int, sigma_min: float = 0.0) -> torch.Tensor:
+    """Training noise levels: half Wan's shifted uniform, half logit-normal, mapped onto [sigma_min, 1]."""
     u = torch.rand(n, generator=rng)
     shifted = WAN_SHIFT * u / (1 + (WAN_SHIFT - 1) * u)
     logit_normal = torch.sigmoid(torch.randn(n, generator=rng))
     pick = torch.rand(n, generator=rng) < 0.5
-    return torch.where(pick, shifted, logit_normal).clamp(1e-3, 1.0)
+    s = torch.where(pick, shifted, logit_normal)
+    return (sigma_min + (1.0 - sigma_min) * s).clamp(1e-3, 1.0)
 
 
 def train_dit(run: Run) -> None:
@@ -464,7 +467,7 @@ def train_dit(run: Run) -> None:
         if torch.rand(1, generator=g).item() < 0.5:               # horizontal flip of the whole latent
             x0, img, dmap = x0.flip(-1), img.flip(-1), dmap.flip(-1)
         b, c, t, h, w = x0.shape
-        sigma = sample_sigma(g, b)
+        sigma = sample_sigma(g, b, a.sigma_min)
         eps = torch.randn(x0.shape, generator=g)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * eps
@@ -547,6 +550,9 @@ def parse_args(argv=None):
     ap.add_argument("--dit-lr", type=float, default=4e-4)
     ap.add_argument("--drop-cond", type=float, default=0.15)
     ap.add_argument("--dot-weight", type=float, default=8.0)
+    ap.add_argument("--dot-clips", type=float, default=0.75, help="fraction of clips with riding dots")
+    ap.add_argument("--sigma-min", type=float, default=0.0,
+                    help="DiT noise levels drawn on [sigma-min, 1] (0 = the whole schedule)")
     ap.add_argument("--ema", type=float, default=0.998)
     return ap.parse_args(argv)
 
