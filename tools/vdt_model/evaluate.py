@@ -238,7 +238,7 @@ def table(res: dict, header: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=os.path.join(ROOT, "models"), help="folder with diffusion_models/ and vae/")
-    ap.add_argument("--clips", type=int, default=3, help="held-out clips per set")
+    ap.add_argument("--clips", type=int, default=6, help="held-out clips per set")
     ap.add_argument("--points", type=int, default=3, help="ground-truth points per object")
     ap.add_argument("--seed-base", type=int, default=900000)
     ap.add_argument("--threads", type=int, default=2)
