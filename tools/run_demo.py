@@ -91,9 +91,8 @@ def main() -> int:
         if fs:
             shown = fs if len(fs) <= 4 else fs[:2] + [f"... ({len(fs)} files)"] + fs[-1:]
             print(f"{kind:8s}: " + "\n          ".join(shown))
-    missing = [k for k in ("overlay", "tracks", "report") if k not in groups]
-    if missing:
-        print(f"missing outputs: {missing}", file=sys.stderr)
+    if not files:                       # every shipped workflow saves something; what depends on the workflow
+        print("the workflow ran but wrote no output files", file=sys.stderr)
         return 1
     return 0
 
