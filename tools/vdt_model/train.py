@@ -554,7 +554,12 @@ def parse_args(argv=None):
     ap.add_argument("--sigma-min", type=float, default=0.0,
                     help="DiT noise levels drawn on [sigma-min, 1] (0 = the whole schedule)")
     ap.add_argument("--ema", type=float, default=0.998)
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    if not 0.0 <= a.dot_clips <= 1.0:
+        ap.error(f"--dot-clips: a fraction in [0, 1], got {a.dot_clips}")
+    if not 0.0 <= a.sigma_min < 1.0:
+        ap.error(f"--sigma-min: must be in [0, 1), got {a.sigma_min}")
+    return a
 
 
 def main(argv=None) -> int:
