@@ -262,7 +262,7 @@ class Run:
         self.state_path = os.path.join(args.work, "state.pt")
         self.log_path = os.path.join(args.work, "train_log.csv")
         self.t_start = time.monotonic()
-        self.state = torch.load(self.state_path, weights_only=False) if os.path.exists(self.state_path) else {
+        self.state = torch.load(self.state_path, weights_only=False, map_location="cpu") if os.path.exists(self.state_path) else {
             "phase": "vae", "vae_s": 0.0, "dit_s": 0.0, "step": 0}
 
     def out_of_budget(self) -> bool:
@@ -383,19 +383,50 @@ def load_trained_vae(run: Run):
 
 # ----------------------------------------------------------------------------------------------- pool
 
-def encode_clips(v, fmt, rng, a, n: int):
-    """n fresh clips -> (model-space latents, model-space first-frame concat latents, latent dot maps), fp16."""
-    vids, dmaps = [], []
-    for _ in range(n):
-        video, dots = clip_tensors(random_clip(rng, a.frames, a.size, a.dot_clips))
-        vids.append(video)
-        dmaps.append(latent_dot_map(dots))
-    x = torch.stack(vids)
+def encode_batch(v, fmt, videos: torch.Tensor, dmaps: torch.Tensor):
+    """Clips [N,3,T,H,W] in -1..1 (+ latent dot maps [N,t,h,w]) -> (model-space latents, model-space first-frame
+    concat latents, dot maps), fp16, on the VAE's device."""
+    dev = next(v.parameters()).device
+    x = videos.to(dev)
     padded = torch.zeros_like(x)                           # grey (0.5 -> 0 in -1..1) after the first frame
     padded[:, :, :1] = x[:, :, :1]
     with torch.no_grad():
         return (fmt.process_in(v.encode(x)).to(torch.float16), fmt.process_in(v.encode(padded)).to(torch.float16),
-                torch.stack(dmaps).to(torch.float16))
+                dmaps.to(dev, torch.float16))
+
+
+def raw_clip(rng, a) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fresh training clip: (video [3,T,H,W] in -1..1, latent dot map [t,h,w])."""
+    video, dots = clip_tensors(random_clip(rng, a.frames, a.size, a.dot_clips))
+    return video, latent_dot_map(dots)
+
+
+class ClipStream(torch.utils.data.IterableDataset):
+    """An endless stream of fresh training clips (raw_clip) for a DataLoader with --loader-workers processes:
+    worker w draws from the seeded stream [seed, *key, w], so clip making runs beside the training (on a GPU the
+    model outpaces one CPU core's clips). Our choice; with --loader-workers 0 clips are made in-process."""
+
+    def __init__(self, a, key: tuple):
+        self.a, self.key = a, [int(k) for k in key]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.a.seed, *self.key, info.id if info else 0])
+        while True:
+            yield raw_clip(rng, self.a)
+
+
+def clip_source(a, rng, key: tuple, n: int):
+    """Endless batches of n fresh clips (videos [n,3,T,H,W], latent dot maps [n,t,h,w]): in-process from `rng`
+    with --loader-workers 0 (the seeded stream the CPU runs used), else from ClipStream(a, key) workers."""
+    if a.loader_workers <= 0:
+        while True:
+            clips = [raw_clip(rng, a) for _ in range(n)]
+            yield torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips])
+    else:
+        yield from torch.utils.data.DataLoader(ClipStream(a, key), batch_size=n, num_workers=a.loader_workers,
+                                               persistent_workers=True)
 
 
 def build_pool(run: Run) -> None:
@@ -404,18 +435,20 @@ def build_pool(run: Run) -> None:
 
     a, st = run.a, run.state
     fmt = Wan21()
-    v = load_trained_vae(run)
+    v = load_trained_vae(run).to(a.device)
     path = os.path.join(a.work, "pool.pt")
     pool = torch.load(path) if os.path.exists(path) else {"x0": [], "img": [], "dots": []}
     rng = np.random.default_rng([a.seed, 2, len(pool["x0"])])
+    src = clip_source(a, rng, (2, len(pool["x0"])), 8)
     while len(pool["x0"]) < a.pool and not run.out_of_budget():
-        x0, img, dots = encode_clips(v, fmt, rng, a, 8)
-        pool["x0"] += list(x0)
-        pool["img"] += list(img)
-        pool["dots"] += list(dots)
-        torch.save(pool, path + ".tmp")
-        os.replace(path + ".tmp", path)
-        run.log({"phase": "pool", "step": len(pool["x0"])})
+        x0, img, dots = encode_batch(v, fmt, *next(src))
+        pool["x0"] += list(x0.cpu())
+        pool["img"] += list(img.cpu())
+        pool["dots"] += list(dots.cpu())
+        if len(pool["x0"]) % 64 == 0 or len(pool["x0"]) >= a.pool:
+            torch.save(pool, path + ".tmp")
+            os.replace(path + ".tmp", path)
+            run.log({"phase": "pool", "step": len(pool["x0"])})
     if len(pool["x0"]) >= a.pool:
         st["phase"], st["step"] = "dit", 0
         run.save()
@@ -425,22 +458,30 @@ def build_pool(run: Run) -> None:
 
 def sample_sigma(rng: torch.Generator, n: int, sigma_min: float = 0.0) -> torch.Tensor:
     """Training noise levels: half Wan's shifted uniform, half logit-normal, mapped onto [sigma_min, 1]."""
-    u = torch.rand(n, generator=rng)
+    dev = rng.device
+    u = torch.rand(n, generator=rng, device=dev)
     shifted = WAN_SHIFT * u / (1 + (WAN_SHIFT - 1) * u)
-    logit_normal = torch.sigmoid(torch.randn(n, generator=rng))
-    pick = torch.rand(n, generator=rng) < 0.5
+    logit_normal = torch.sigmoid(torch.randn(n, generator=rng, device=dev))
+    pick = torch.rand(n, generator=rng, device=dev) < 0.5
     s = torch.where(pick, shifted, logit_normal)
     return (sigma_min + (1.0 - sigma_min) * s).clamp(1e-3, 1.0)
 
 
 def train_dit(run: Run) -> None:
     a, st = run.a, run.state
+    dev = torch.device(a.device)
     pool = torch.load(os.path.join(a.work, "pool.pt"))
-    x0_all = torch.stack(pool["x0"]).float()
-    img_all = torch.stack(pool["img"]).float()
-    dots_all = torch.stack(pool["dots"]).float()
+    x0_all = torch.stack(pool["x0"]).float().to(dev)
+    img_all = torch.stack(pool["img"]).float().to(dev)
+    dots_all = torch.stack(pool["dots"]).float().to(dev)
+    del pool
     n = x0_all.shape[0]
     m = new_dit(a.dim, a.layers, a.ffn, a.seed)
+    if "dit" not in st and a.init_dit:                             # warm start: another run's (EMA) weights
+        from safetensors.torch import load_file
+
+        m.load_state_dict({k: t.float() for k, t in load_file(a.init_dit).items()})
+    m.to(dev)
     for p in m.text_embedding.parameters():
         p.requires_grad_(False)
     params = [p for p in m.parameters() if p.requires_grad]
@@ -449,31 +490,36 @@ def train_dit(run: Run) -> None:
     if "dit" in st:
         m.load_state_dict(st["dit"])
         opt.load_state_dict(st["dit_opt"])
-        ema = st["dit_ema"]
-    g = torch.Generator().manual_seed(a.seed * 7919 + st["step"])
+        ema = {k: t.to(dev) for k, t in st["dit_ema"].items()}
+    live = m.state_dict()
+    ema_list, live_list = [ema[k] for k in live], [live[k] for k in live]
+    g = torch.Generator(device=dev).manual_seed(a.seed * 7919 + st["step"])
     from comfy.latent_formats import Wan21
 
-    fmt, vae, rng = Wan21(), load_trained_vae(run), np.random.default_rng([a.seed, 3, st["step"]])
+    fmt, vae, rng = Wan21(), load_trained_vae(run).to(dev), np.random.default_rng([a.seed, 3, st["step"]])
+    src = None
     budget = 60.0 * a.dit_minutes
     t_last = time.monotonic()
-    ctx = torch.zeros(a.dit_batch, 1, TEXT_DIM)
+    ctx = torch.zeros(a.dit_batch, 1, TEXT_DIM, device=dev)
     while st["dit_s"] < budget and not run.out_of_budget():
         if a.refresh_every > 0 and st["step"] % a.refresh_every == 0 and st["step"] > 0:
-            j = int(rng.integers(n))                               # a fresh clip replaces a random pool entry
-            x0_new, img_new, dots_new = encode_clips(vae, fmt, rng, a, 1)
-            x0_all[j], img_all[j], dots_all[j] = x0_new[0].float(), img_new[0].float(), dots_new[0].float()
-        idx = torch.randint(0, n, (a.dit_batch,), generator=g)
+            # fresh clips replace random pool entries (indices drawn first: the CPU runs' order)
+            js = torch.tensor([int(rng.integers(n)) for _ in range(a.refresh_clips)], device=dev)
+            src = src or clip_source(a, rng, (4, st["step"]), a.refresh_clips)
+            x0_new, img_new, dots_new = encode_batch(vae, fmt, *next(src))
+            x0_all[js], img_all[js], dots_all[js] = x0_new.float(), img_new.float(), dots_new.float()
+        idx = torch.randint(0, n, (a.dit_batch,), generator=g, device=dev)
         x0, img, dmap = x0_all[idx], img_all[idx], dots_all[idx]
-        if torch.rand(1, generator=g).item() < 0.5:               # horizontal flip of the whole latent
+        if torch.rand(1, generator=g, device=dev).item() < 0.5:   # horizontal flip of the whole latent
             x0, img, dmap = x0.flip(-1), img.flip(-1), dmap.flip(-1)
         b, c, t, h, w = x0.shape
         sigma = sample_sigma(g, b, a.sigma_min)
-        eps = torch.randn(x0.shape, generator=g)
+        eps = torch.randn(x0.shape, generator=g, device=dev)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * eps
-        mask = torch.zeros(b, 4, t, h, w)
+        mask = torch.zeros(b, 4, t, h, w, device=dev)
         mask[:, :, :1] = 1.0
-        keep = (torch.rand(b, generator=g) >= a.drop_cond).float().view(-1, 1, 1, 1, 1)
+        keep = (torch.rand(b, generator=g, device=dev) >= a.drop_cond).float().view(-1, 1, 1, 1, 1)
         inp = torch.cat([xt, mask * keep, img * keep], 1)
         for grp in opt.param_groups:
             grp["lr"] = cosine_lr(a.dit_lr, st["dit_s"] / budget)
@@ -486,8 +532,8 @@ def train_dit(run: Run) -> None:
         opt.step()
         with torch.no_grad():
             decay = min(a.ema, (1 + st["step"]) / (10 + st["step"]))
-            for k, t_ in m.state_dict().items():
-                ema[k].mul_(decay).add_(t_.float(), alpha=1 - decay)
+            torch._foreach_mul_(ema_list, decay)
+            torch._foreach_add_(ema_list, live_list, alpha=1 - decay)
         now = time.monotonic()
         st["dit_s"] += now - t_last
         t_last = now
@@ -512,7 +558,7 @@ def save_dit(run: Run, ema: dict) -> str:
     d = os.path.join(run.a.out, "diffusion_models")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, DIT_NAME)
-    save_file({k: t.to(torch.float16).contiguous() for k, t in ema.items()}, path + ".tmp",
+    save_file({k: t.to("cpu", torch.float16).contiguous() for k, t in ema.items()}, path + ".tmp",
               metadata={"vdtrack": "embedded model, tools/train_embedded.py", "step": str(run.state["step"])})
     os.replace(path + ".tmp", path)
     return path
@@ -530,6 +576,9 @@ def parse_args(argv=None):
     ap.add_argument("--vae-minutes", type=float, default=18.0, help="VAE phase total (training time)")
     ap.add_argument("--dit-minutes", type=float, default=40.0, help="DiT phase total (training time)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device of the training (cpu, cuda)")
+    ap.add_argument("--loader-workers", type=int, default=0,
+                    help="processes making fresh clips beside the training (0 = in-process, as the CPU runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=64, help="clip width = height, pixels")
     ap.add_argument("--frames", type=int, default=17, help="clip length for the DiT (4k+1)")
@@ -542,7 +591,10 @@ def parse_args(argv=None):
     ap.add_argument("--kl-weight", type=float, default=1e-4)
     ap.add_argument("--pool", type=int, default=400, help="clips encoded before the DiT phase")
     ap.add_argument("--refresh-every", type=int, default=4,
-                    help="DiT steps between two fresh clips replacing pool entries (0 = never)")
+                    help="DiT steps between two refreshes of the pool (0 = never)")
+    ap.add_argument("--refresh-clips", type=int, default=1, help="fresh clips replacing pool entries per refresh")
+    ap.add_argument("--init-dit", default="",
+                    help="warm start: a DiT .safetensors of the same architecture (e.g. the shipped CPU model)")
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=1024)
@@ -559,12 +611,18 @@ def parse_args(argv=None):
         ap.error(f"--dot-clips: a fraction in [0, 1], got {a.dot_clips}")
     if not 0.0 <= a.sigma_min < 1.0:
         ap.error(f"--sigma-min: must be in [0, 1), got {a.sigma_min}")
+    if a.refresh_clips < 1 or a.loader_workers < 0:
+        ap.error("--refresh-clips must be >= 1 and --loader-workers >= 0")
+    if a.init_dit and not os.path.isfile(a.init_dit):
+        ap.error(f"--init-dit: no such file {a.init_dit}")
     return a
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True                 # our choice: TF32 matrix products on a GPU
     import_comfy(a.comfyui)
     run = Run(a)
     if run.state["phase"] == "done" and run.state["dit_s"] < 60.0 * a.dit_minutes:
