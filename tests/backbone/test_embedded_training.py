@@ -62,3 +62,42 @@ def test_pack_model_folder_is_registered_with_comfyui(tmp_path, monkeypatch):
     finally:
         folder_paths.folder_names_and_paths.clear()
         folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved.items()})
+
+
+def _small_args(**over):
+    a = te.parse_args(["--work", "unused", "--size", "16", "--frames", "5"])
+    for k, v in over.items():
+        setattr(a, k, v)
+    return a
+
+
+def test_clip_source_in_process_is_the_rng_stream():
+    import numpy as np
+
+    a = _small_args(loader_workers=0)
+    videos, dmaps = next(te.clip_source(a, np.random.default_rng(5), (4, 0), 2))
+    ref = np.random.default_rng(5)
+    expect = [te.raw_clip(ref, a) for _ in range(2)]
+    assert videos.shape == (2, 3, 5, 16, 16) and dmaps.shape == (2, 2, 2, 2)
+    assert torch.equal(videos, torch.stack([c[0] for c in expect]))
+    assert torch.equal(dmaps, torch.stack([c[1] for c in expect]))
+
+
+def test_clip_source_workers_draw_the_seeded_stream_of_their_key():
+    import numpy as np
+
+    a = _small_args(loader_workers=1, seed=3)
+    videos, _ = next(te.clip_source(a, None, (4, 7), 2))
+    ref = np.random.default_rng([3, 4, 7, 0])                    # worker 0 of key (4, 7)
+    expect = torch.stack([te.raw_clip(ref, a)[0] for _ in range(2)])
+    assert torch.equal(videos, expect)
+    other = next(iter(te.ClipStream(a, (4, 8))))[0]
+    assert not torch.equal(other, expect[0])                      # another key, another stream
+
+
+def test_training_flags_are_checked(tmp_path):
+    import pytest
+
+    for bad in (["--refresh-clips", "0"], ["--loader-workers", "-1"], ["--init-dit", str(tmp_path / "none.safetensors")]):
+        with pytest.raises(SystemExit):
+            te.parse_args(["--work", str(tmp_path)] + bad)

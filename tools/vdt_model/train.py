@@ -1,4 +1,4 @@
-"""Train the pack's embedded video diffusion model on its own synthetic clips (CPU is enough).
+"""Train the pack's embedded video diffusion model on its own synthetic clips (on a CPU or a GPU).
 
 Two ComfyUI-native files come out, loadable by the core loaders without conversion:
   <out>/vae/vdtrack_embedded_wan_vae.safetensors            Wan 2.1 VAE layout (VAELoader), width --vae-width
@@ -24,6 +24,9 @@ of identical objects whose paths cross, textureless objects and small coloured d
 objects and the background. Everything is seeded; phases checkpoint to <work>/state.pt and resume from it;
 the loss curve goes to <work>/train_log.csv. `--budget-minutes` bounds this invocation's wall time (a checkpoint
 is written and the run can be resumed); `--vae-minutes` / `--dit-minutes` are the phases' totals across resumes.
+On a GPU (`--device cuda`), `--loader-workers N` makes fresh clips in N DataLoader processes beside the training
+(`--refresh-every 1 --refresh-clips 2`: two fresh clips per step), and `--init-dit` starts the DiT from another
+run's weights (how the shipped DiT was made: docs/embedded_model.md).
 
 usage: python tools/train_embedded.py --out models --work <scratch dir> --budget-minutes 90
 """
