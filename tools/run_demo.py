@@ -1,7 +1,7 @@
 """Run a shipped workflow headless in a real ComfyUI (the one tools/setup.sh installed) and collect what it
-wrote into demo_output/. Prints the paths of the overlay, the tracks file and the report. For the default demo
-it also composes demo_output/demo_overview.png: every 4th frame of the ground-truth, Point Prompting, HeFT and
-optical-flow overlays, one row each (the README's picture).
+wrote into demo_output/. Prints the paths of the images (overlays, regenerated clip), the tracks file and the
+report. For the default demo it also composes demo_output/demo_overview.png: every 4th frame of the
+ground-truth, Point Prompting, HeFT and optical-flow overlays, one row each (the README's picture).
 
 usage: .vdt/venv/bin/python tools/run_demo.py [workflows/NAME.json] [--out DIR]
 """
@@ -31,7 +31,7 @@ def kind_of(path: str) -> str:
     if name.endswith((".npz", ".csv")) or (name.endswith(".json") and "track" in name):
         return "tracks"
     if name.endswith((".png", ".webp", ".mp4", ".gif", ".jpg")):
-        return "overlay"
+        return "images"
     return "other"
 
 
@@ -86,7 +86,7 @@ def main() -> int:
     for text in texts:
         print("\n" + text)
     print()
-    for kind in ("overlay", "tracks", "report", "other"):
+    for kind in ("images", "tracks", "report", "other"):
         fs = groups.get(kind, [])
         if fs:
             shown = fs if len(fs) <= 4 else fs[:2] + [f"... ({len(fs)} files)"] + fs[-1:]

@@ -65,7 +65,7 @@ def test_pack_model_folder_is_registered_with_comfyui(tmp_path, monkeypatch):
 
 
 def _small_args(**over):
-    a = te.parse_args(["--work", "unused", "--size", "16", "--frames", "5"])
+    a = te.parse_args(["--work", "unused", "--out", "unused", "--size", "16", "--frames", "5", "--vae-crop", "16"])
     for k, v in over.items():
         setattr(a, k, v)
     return a
@@ -95,9 +95,29 @@ def test_clip_source_workers_draw_the_seeded_stream_of_their_key():
     assert not torch.equal(other, expect[0])                      # another key, another stream
 
 
-def test_training_flags_are_checked(tmp_path):
+def test_training_flags_are_checked(tmp_path, capsys):
     import pytest
 
-    for bad in (["--refresh-clips", "0"], ["--loader-workers", "-1"], ["--init-dit", str(tmp_path / "none.safetensors")]):
+    not_safetensors = tmp_path / "notes.txt"
+    not_safetensors.write_text("not a model")
+    cases = [("refresh-clips", "0"), ("loader-workers", "-1"), ("init-dit", str(tmp_path / "none.safetensors")),
+             ("init-dit", str(not_safetensors)), ("ema", "nan"), ("ema", "1"), ("dot-weight", "nan"),
+             ("dit-minutes", "0"), ("budget-minutes", "nan"), ("vae-minutes", "-1"), ("frames", "16"),
+             ("size", "60"), ("dim", "100"), ("layers", "0"), ("dit-batch", "0"), ("dit-lr", "nan"),
+             ("drop-cond", "2"), ("threads", "0"), ("pool", "0"), ("refresh-every", "-1"), ("device", "bogus")]
+    for flag, bad in cases:
         with pytest.raises(SystemExit):
-            te.parse_args(["--work", str(tmp_path)] + bad)
+            te.parse_args(["--work", str(tmp_path), "--out", str(tmp_path), f"--{flag}", bad])
+        assert f"--{flag}" in capsys.readouterr().err, flag
+    with pytest.raises(SystemExit):                               # no default output folder (it was models/)
+        te.parse_args(["--work", str(tmp_path)])
+
+
+def test_a_warm_start_of_another_architecture_is_refused_naming_the_file():
+    import pytest
+
+    a = _small_args(dim=128, layers=1, ffn=64)
+    small = te.new_dit(128, 1, 64, 0)
+    with pytest.raises(SystemExit, match="--init-dit x.safetensors: made for another architecture"):
+        te.load_matching(small, te.new_dit(128, 2, 64, 0).state_dict(), "--init-dit x.safetensors", a)
+    te.load_matching(small, te.new_dit(128, 1, 64, 1).state_dict(), "--init-dit y.safetensors", a)   # same shapes

@@ -365,6 +365,28 @@ def train_vae(run: Run) -> None:
     run.save()
 
 
+def publish(tmp: str, path: str) -> None:
+    """Move a finished model file into place, readable as any file the user creates (safetensors writes 0600)."""
+    os.replace(tmp, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def load_matching(m, sd: dict, source: str, a) -> None:
+    """m.load_state_dict(sd), refused with a message naming `source` when sd was made for another architecture."""
+    own = m.state_dict()
+    bad = sorted(k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape))
+    bad += sorted(k for k in sd if k not in own)
+    if bad:
+        k = bad[0]
+        got = tuple(sd[k].shape) if k in sd else "missing"
+        want = tuple(own[k].shape) if k in own else "not in this model"
+        raise SystemExit(f"{source}: made for another architecture than --dim {a.dim} --layers {a.layers} --ffn "
+                         f"{a.ffn} ({len(bad)} tensors differ; first {k}: {got} vs {want})")
+    m.load_state_dict({k: t.float() for k, t in sd.items()})
+
+
 def save_vae(run: Run, v) -> str:
     from safetensors.torch import save_file
 
@@ -373,7 +395,7 @@ def save_vae(run: Run, v) -> str:
     path = os.path.join(d, VAE_NAME)
     save_file({k: t.detach().float().contiguous() for k, t in v.state_dict().items()}, path + ".tmp",
               metadata={"vdtrack": "embedded model, tools/train_embedded.py"})
-    os.replace(path + ".tmp", path)
+    publish(path + ".tmp", path)
     return path
 
 
@@ -483,7 +505,10 @@ def train_dit(run: Run) -> None:
     if "dit" not in st and a.init_dit:                             # warm start: another run's (EMA) weights
         from safetensors.torch import load_file
 
-        m.load_state_dict({k: t.float() for k, t in load_file(a.init_dit).items()})
+        load_matching(m, load_file(a.init_dit), f"--init-dit {a.init_dit}", a)
+        print(f"DiT initialised from {a.init_dit}", flush=True)
+    elif a.init_dit:
+        print(f"--init-dit ignored: resuming the DiT checkpoint in {a.work}", flush=True)
     m.to(dev)
     for p in m.text_embedding.parameters():
         p.requires_grad_(False)
@@ -491,7 +516,7 @@ def train_dit(run: Run) -> None:
     opt = torch.optim.AdamW(params, lr=a.dit_lr, weight_decay=0.01)
     ema = {k: t.detach().clone().float() for k, t in m.state_dict().items()}
     if "dit" in st:
-        m.load_state_dict(st["dit"])
+        load_matching(m, st["dit"], f"--work {a.work} (its checkpoint)", a)
         opt.load_state_dict(st["dit_opt"])
         ema = {k: t.to(dev) for k, t in st["dit_ema"].items()}
     live = m.state_dict()
@@ -563,7 +588,7 @@ def save_dit(run: Run, ema: dict) -> str:
     path = os.path.join(d, DIT_NAME)
     save_file({k: t.to("cpu", torch.float16).contiguous() for k, t in ema.items()}, path + ".tmp",
               metadata={"vdtrack": "embedded model, tools/train_embedded.py", "step": str(run.state["step"])})
-    os.replace(path + ".tmp", path)
+    publish(path + ".tmp", path)
     return path
 
 
@@ -571,7 +596,8 @@ def save_dit(run: Run, ema: dict) -> str:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(ROOT, "models"), help="models folder (vae/, diffusion_models/)")
+    ap.add_argument("--out", required=True,
+                    help="models folder written (vae/, diffusion_models/); the repo's models/ replaces the shipped files")
     ap.add_argument("--work", required=True, help="scratch folder: checkpoint, clip pool, train_log.csv")
     ap.add_argument("--comfyui", default=COMFYUI_DIR,
                     help="ComfyUI source folder when `comfy` is not importable")
@@ -610,14 +636,49 @@ def parse_args(argv=None):
                     help="DiT noise levels drawn on [sigma-min, 1] (0 = the whole schedule)")
     ap.add_argument("--ema", type=float, default=0.998)
     a = ap.parse_args(argv)
-    if not 0.0 <= a.dot_clips <= 1.0:
-        ap.error(f"--dot-clips: a fraction in [0, 1], got {a.dot_clips}")
-    if not 0.0 <= a.sigma_min < 1.0:
-        ap.error(f"--sigma-min: must be in [0, 1), got {a.sigma_min}")
-    if a.refresh_clips < 1 or a.loader_workers < 0:
-        ap.error("--refresh-clips must be >= 1 and --loader-workers >= 0")
-    if a.init_dit and not os.path.isfile(a.init_dit):
-        ap.error(f"--init-dit: no such file {a.init_dit}")
+    fin = math.isfinite
+    checks = [                                  # (flag, valid, what it must be)
+        ("budget-minutes", fin(a.budget_minutes) and a.budget_minutes > 0, "a positive number"),
+        ("vae-minutes", fin(a.vae_minutes) and a.vae_minutes >= 0, "a number >= 0"),
+        ("dit-minutes", fin(a.dit_minutes) and a.dit_minutes > 0, "a positive number"),
+        ("threads", a.threads >= 1, "an integer >= 1"),
+        ("loader-workers", a.loader_workers >= 0, "an integer >= 0"),
+        ("size", a.size >= 16 and a.size % 16 == 0, "a multiple of 16 pixels (8 px latent cells, 2x2 patches)"),
+        ("frames", a.frames >= 5 and (a.frames - 1) % 4 == 0, "4k+1 frames, at least 5"),
+        ("vae-width", a.vae_width >= 1, "an integer >= 1"),
+        ("vae-batch", a.vae_batch >= 1, "an integer >= 1"),
+        ("vae-crop", 16 <= a.vae_crop <= a.size and a.vae_crop % 8 == 0, "a multiple of 8 pixels in [16, --size]"),
+        ("vae-lr", fin(a.vae_lr) and a.vae_lr > 0, "a positive number"),
+        ("kl-weight", fin(a.kl_weight) and a.kl_weight >= 0, "a number >= 0"),
+        ("pool", a.pool >= 1, "an integer >= 1"),
+        ("refresh-every", a.refresh_every >= 0, "an integer >= 0 (0 = never)"),
+        ("refresh-clips", a.refresh_clips >= 1, "an integer >= 1"),
+        ("dim", a.dim >= HEAD_DIM and a.dim % HEAD_DIM == 0, f"a multiple of {HEAD_DIM} (the head size ComfyUI fixes)"),
+        ("layers", a.layers >= 1, "an integer >= 1"),
+        ("ffn", a.ffn >= 1, "an integer >= 1"),
+        ("dit-batch", a.dit_batch >= 1, "an integer >= 1"),
+        ("dit-lr", fin(a.dit_lr) and a.dit_lr > 0, "a positive number"),
+        ("drop-cond", 0.0 <= a.drop_cond <= 1.0, "a probability in [0, 1]"),
+        ("dot-weight", fin(a.dot_weight) and a.dot_weight >= 0, "a number >= 0"),
+        ("dot-clips", 0.0 <= a.dot_clips <= 1.0, "a fraction in [0, 1]"),
+        ("sigma-min", 0.0 <= a.sigma_min < 1.0, "in [0, 1)"),
+        ("ema", 0.0 <= a.ema < 1.0, "a decay in [0, 1)"),
+    ]
+    for flag, ok, what in checks:
+        if not ok:
+            ap.error(f"--{flag}: must be {what}, got {getattr(a, flag.replace('-', '_'))}")
+    try:
+        torch.device(a.device)
+    except (RuntimeError, ValueError) as e:
+        ap.error(f"--device: not a torch device ({e})")
+    if a.init_dit:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(a.init_dit, "pt") as f:
+                f.keys()
+        except Exception as e:                     # missing, unreadable or not a safetensors file
+            ap.error(f"--init-dit: cannot read {a.init_dit} as safetensors ({type(e).__name__}: {e})")
     return a
 
 
@@ -628,6 +689,10 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True                 # our choice: TF32 matrix products on a GPU
     import_comfy(a.comfyui)
     run = Run(a)
+    if a.init_dit and "dit" not in run.state:                        # refuse a mismatched file before any work
+        from safetensors.torch import load_file
+
+        load_matching(new_dit(a.dim, a.layers, a.ffn, a.seed), load_file(a.init_dit), f"--init-dit {a.init_dit}", a)
     if run.state["phase"] == "done" and run.state["dit_s"] < 60.0 * a.dit_minutes:
         run.state["phase"] = "dit"                           # a larger --dit-minutes continues a finished run
     while not run.out_of_budget() and run.state["phase"] != "done":
@@ -636,8 +701,9 @@ def main(argv=None) -> int:
         {"vae": train_vae, "pool": build_pool, "dit": train_dit}[phase](run)
         if run.state["phase"] == phase:
             break                                            # budget hit inside the phase
-    print(f"[{time.strftime('%H:%M:%S')}] stopped in phase {run.state['phase']} "
-          f"(vae {run.state['vae_s'] / 60:.1f} min, dit {run.state['dit_s'] / 60:.1f} min)", flush=True)
+    vae = "hand-set" if a.vae_kind == "analytic" else f"{run.state['vae_s'] / 60:.1f} min"
+    print(f"[{time.strftime('%H:%M:%S')}] stopped in phase {run.state['phase']} (vae {vae}, dit "
+          f"{run.state['dit_s'] / 60:.1f} min, step {run.state['step']}); models in {a.out}", flush=True)
     return 0
 
 
