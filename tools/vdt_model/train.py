@@ -42,7 +42,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vdt_dev.paths import COMFYUI_DIR, ROOT
+from vdt_dev.paths import COMFYUI_DIR
 
 DIT_NAME = "vdtrack_embedded_wan_i2v.safetensors"
 VAE_NAME = "vdtrack_embedded_wan_vae.safetensors"
@@ -265,8 +265,9 @@ class Run:
         self.state_path = os.path.join(args.work, "state.pt")
         self.log_path = os.path.join(args.work, "train_log.csv")
         self.t_start = time.monotonic()
-        self.state = torch.load(self.state_path, weights_only=False, map_location="cpu") if os.path.exists(self.state_path) else {
-            "phase": "vae", "vae_s": 0.0, "dit_s": 0.0, "step": 0}
+        fresh = {"phase": "vae", "vae_s": 0.0, "dit_s": 0.0, "step": 0}
+        self.state = (torch.load(self.state_path, weights_only=False, map_location="cpu")
+                      if os.path.exists(self.state_path) else fresh)
 
     def out_of_budget(self) -> bool:
         return time.monotonic() - self.t_start > 60.0 * self.a.budget_minutes
@@ -597,7 +598,8 @@ def save_dit(run: Run, ema: dict) -> str:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True,
-                    help="models folder written (vae/, diffusion_models/); the repo's models/ replaces the shipped files")
+                    help="models folder written (vae/, diffusion_models/); the repo's models/ replaces the "
+                         "shipped files")
     ap.add_argument("--work", required=True, help="scratch folder: checkpoint, clip pool, train_log.csv")
     ap.add_argument("--comfyui", default=COMFYUI_DIR,
                     help="ComfyUI source folder when `comfy` is not importable")
