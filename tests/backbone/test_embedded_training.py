@@ -104,10 +104,13 @@ def test_training_flags_are_checked(tmp_path, capsys):
              ("init-dit", str(not_safetensors)), ("ema", "nan"), ("ema", "1"), ("dot-weight", "nan"),
              ("dit-minutes", "0"), ("budget-minutes", "nan"), ("vae-minutes", "-1"), ("frames", "16"),
              ("size", "60"), ("dim", "100"), ("layers", "0"), ("dit-batch", "0"), ("dit-lr", "nan"),
-             ("drop-cond", "2"), ("threads", "0"), ("pool", "0"), ("refresh-every", "-1"), ("device", "bogus")]
+             ("drop-cond", "2"), ("threads", "0"), ("pool", "0"), ("refresh-every", "-1"), ("device", "bogus"),
+             ("device", "mps"), ("out", str(not_safetensors)), ("work", str(not_safetensors))]
+    if not torch.cuda.is_available():
+        cases.append(("device", "cuda"))
     for flag, bad in cases:
         with pytest.raises(SystemExit):
-            te.parse_args(["--work", str(tmp_path), "--out", str(tmp_path), f"--{flag}", bad])
+            te.parse_args(["--work", str(tmp_path), "--out", str(tmp_path), f"--{flag}", bad])   # the last wins
         assert f"--{flag}" in capsys.readouterr().err, flag
     with pytest.raises(SystemExit):                               # no default output folder (it was models/)
         te.parse_args(["--work", str(tmp_path)])
@@ -121,3 +124,14 @@ def test_a_warm_start_of_another_architecture_is_refused_naming_the_file():
     with pytest.raises(SystemExit, match="--init-dit x.safetensors: made for another architecture"):
         te.load_matching(small, te.new_dit(128, 2, 64, 0).state_dict(), "--init-dit x.safetensors", a)
     te.load_matching(small, te.new_dit(128, 1, 64, 1).state_dict(), "--init-dit y.safetensors", a)   # same shapes
+
+
+def test_a_resume_with_other_run_flags_is_refused_naming_them(tmp_path):
+    import pytest
+
+    base = ["--work", str(tmp_path), "--out", str(tmp_path / "o")]
+    run = te.Run(te.parse_args(base))
+    run.save()
+    te.Run(te.parse_args(base + ["--dit-minutes", "99"]))         # schedule flags may change on a resume
+    with pytest.raises(SystemExit, match=r"--frames 17 \(asked 9\), --dim 256 \(asked 384\)"):
+        te.Run(te.parse_args(base + ["--dim", "384", "--frames", "9"]))

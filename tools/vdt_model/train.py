@@ -258,6 +258,10 @@ def latent_dot_map(dots: torch.Tensor, stride: int = 8) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- state
 
+# the flags a work folder's checkpoint and clip pool are made with: a resume must repeat them
+RUN_FLAGS = ("seed", "size", "frames", "vae_kind", "vae_width", "dim", "layers", "ffn")
+
+
 class Run:
     def __init__(self, args):
         self.a = args
@@ -265,9 +269,15 @@ class Run:
         self.state_path = os.path.join(args.work, "state.pt")
         self.log_path = os.path.join(args.work, "train_log.csv")
         self.t_start = time.monotonic()
-        fresh = {"phase": "vae", "vae_s": 0.0, "dit_s": 0.0, "step": 0}
+        config = {k: getattr(args, k) for k in RUN_FLAGS}
+        fresh = {"phase": "vae", "vae_s": 0.0, "dit_s": 0.0, "step": 0, "config": config}
         self.state = (torch.load(self.state_path, weights_only=False, map_location="cpu")
                       if os.path.exists(self.state_path) else fresh)
+        made = self.state.get("config", config)          # checkpoints from before this check carry none
+        differ = [f"--{k.replace('_', '-')} {made[k]} (asked {config[k]})" for k in RUN_FLAGS if made[k] != config[k]]
+        if differ:
+            raise SystemExit(f"--work {args.work}: its checkpoint was made with " + ", ".join(differ)
+                             + "; resume with the same flags or use another --work folder")
 
     def out_of_budget(self) -> bool:
         return time.monotonic() - self.t_start > 60.0 * self.a.budget_minutes
@@ -607,7 +617,7 @@ def parse_args(argv=None):
     ap.add_argument("--vae-minutes", type=float, default=18.0, help="VAE phase total (training time)")
     ap.add_argument("--dit-minutes", type=float, default=40.0, help="DiT phase total (training time)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu", help="torch device of the training (cpu, cuda)")
+    ap.add_argument("--device", default="cpu", help="torch device of the training (cpu, cuda, cuda:N)")
     ap.add_argument("--loader-workers", type=int, default=0,
                     help="processes making fresh clips beside the training (0 = in-process, as the CPU runs)")
     ap.add_argument("--seed", type=int, default=0)
@@ -669,10 +679,19 @@ def parse_args(argv=None):
     for flag, ok, what in checks:
         if not ok:
             ap.error(f"--{flag}: must be {what}, got {getattr(a, flag.replace('-', '_'))}")
+    if a.vae_kind == "trained" and a.vae_minutes <= 0:
+        ap.error("--vae-minutes: the trained VAE needs a positive training time")
     try:
-        torch.device(a.device)
+        dev = torch.device(a.device)
     except (RuntimeError, ValueError) as e:
         ap.error(f"--device: not a torch device ({e})")
+    if dev.type not in ("cpu", "cuda"):
+        ap.error(f"--device: cpu or cuda[:N], got {a.device}")
+    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+        ap.error(f"--device: {a.device} is not available to this torch ({torch.__version__})")
+    for flag in ("out", "work"):
+        if os.path.exists(getattr(a, flag)) and not os.path.isdir(getattr(a, flag)):
+            ap.error(f"--{flag}: {getattr(a, flag)} exists and is not a folder")
     if a.init_dit:
         try:
             from safetensors import safe_open
@@ -704,8 +723,12 @@ def main(argv=None) -> int:
         if run.state["phase"] == phase:
             break                                            # budget hit inside the phase
     vae = "hand-set" if a.vae_kind == "analytic" else f"{run.state['vae_s'] / 60:.1f} min"
+    written = [p for p in (os.path.join(a.out, "vae", VAE_NAME), os.path.join(a.out, "diffusion_models", DIT_NAME))
+               if os.path.isfile(p)]
     print(f"[{time.strftime('%H:%M:%S')}] stopped in phase {run.state['phase']} (vae {vae}, dit "
-          f"{run.state['dit_s'] / 60:.1f} min, step {run.state['step']}); models in {a.out}", flush=True)
+          f"{run.state['dit_s'] / 60:.1f} min, step {run.state['step']})"
+          + ("" if run.state["phase"] == "done" else "; run the same command again to go on"), flush=True)
+    print("models in --out: " + (", ".join(written) if written else "none yet"), flush=True)
     return 0
 
 
