@@ -447,7 +447,8 @@ class ClipStream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        torch.set_num_threads(1)
+        if info is not None:
+            torch.set_num_threads(1)                  # one core per worker process, not the trainer's threads
         rng = np.random.default_rng([self.a.seed, *self.key, info.id if info else 0])
         while True:
             yield raw_clip(rng, self.a)
@@ -544,7 +545,8 @@ def train_dit(run: Run) -> None:
         if a.refresh_every > 0 and st["step"] % a.refresh_every == 0 and st["step"] > 0:
             # fresh clips replace random pool entries (indices drawn first: the CPU runs' order)
             js = torch.tensor([int(rng.integers(n)) for _ in range(a.refresh_clips)], device=dev)
-            src = src or clip_source(a, rng, (4, st["step"]), a.refresh_clips)
+            if src is None:
+                src = clip_source(a, rng, (4, st["step"]), a.refresh_clips)
             x0_new, img_new, dots_new = encode_batch(vae, fmt, *next(src))
             x0_all[js], img_all[js], dots_all[js] = x0_new.float(), img_new.float(), dots_new.float()
         idx = torch.randint(0, n, (a.dit_batch,), generator=g, device=dev)
